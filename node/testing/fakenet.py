@@ -41,7 +41,9 @@ class FakeNet:
         self.nodes: dict[Addr, FakeNode] = {}
         self.delivered = 0
 
-    def add(self, config: TransportConfig | None = None, identity: Identity | None = None) -> FakeNode:
+    def add(
+        self, config: TransportConfig | None = None, identity: Identity | None = None
+    ) -> FakeNode:
         addr = ("10.0.0.1", 1000 + len(self.nodes))
         ident = identity or Identity.generate()
         imp = Impairment(seed=self.seed * 7919 + len(self.nodes))

@@ -73,6 +73,7 @@ class Endpoint:
         self._msg2_cache: dict[bytes, bytes] = {}
         self._msg1_key: dict[bytes, bytes] = {}
         self._dirty: set[Session] = set()
+        self._timers: dict[Session, float] = {}
         self._outbox: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
         self.counters: Counter[str] = Counter()
@@ -245,6 +246,7 @@ class Endpoint:
         self._half_open[session.local_cid] = session
         self._msg2_cache[key] = msg2
         self._msg1_key[session.local_cid] = key
+        self._dirty.add(session)
         self._outbox.append((msg2, addr))
         self.counters["handshakes_answered"] += 1
 
@@ -313,6 +315,7 @@ class Endpoint:
         if self._sessions.get(session.peer) is session:
             del self._sessions[session.peer]
         self._dirty.discard(session)
+        self._timers.pop(session, None)
         self._msg2_cache.pop(self._msg1_key.pop(session.local_cid, b""), None)
 
     def _fail_dial(self, peer: bytes, dial: _Dial, reason: str) -> None:
@@ -345,32 +348,32 @@ class Endpoint:
         if session.events:
             self._events.extend(session.events)
             session.events.clear()
-        if not session.alive and session.get_timer() is None:
+        timer = session.get_timer()
+        if timer is not None:
+            self._timers[session] = timer
+        elif not session.alive:
             self._forget(session)
+        else:
+            self._timers.pop(session, None)
 
     def get_timer(self) -> float | None:
-        times = [d.next_retry for d in self._dials.values()]
-        for session in self._sessions.values():
-            t = session.get_timer()
-            if t is not None:
-                times.append(t)
-        for session in self._half_open.values():
-            t = session.get_timer()
-            if t is not None:
-                times.append(t)
+        """Earliest time :meth:`handle_timer` must run (0.0: output is waiting now)."""
         if self._dirty or self._outbox:
             return 0.0
+        times = [d.next_retry for d in self._dials.values()]
+        if self._timers:
+            times.append(min(self._timers.values()))
         return min(times) if times else None
 
     def handle_timer(self, *, now: float) -> None:
         for peer, dial in list(self._dials.items()):
             if now >= dial.next_retry:
                 self._retry_dial(peer, dial, now)
-        for session in [*self._sessions.values(), *self._half_open.values()]:
-            t = session.get_timer()
-            if t is not None and now >= t:
-                session.handle_timer(now=now)
-                self._dirty.add(session)
+        due = [s for s, t in self._timers.items() if t <= now]
+        for session in due:
+            session.handle_timer(now=now)
+            self._dirty.add(session)
+            self._collect(session)
 
     def _retry_dial(self, peer: bytes, dial: _Dial, now: float) -> None:
         if now - dial.started >= self.config.handshake_timeout:
@@ -392,3 +395,4 @@ class Endpoint:
         self._msg2_cache.clear()
         self._msg1_key.clear()
         self._dirty.clear()
+        self._timers.clear()
