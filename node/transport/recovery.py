@@ -2,7 +2,12 @@
 
 * :class:`RttEstimator` - smoothed RTT, variance and minimum (RFC 9002 s5).
 * :class:`NewReno` - slow start, congestion avoidance, one reduction per
-  recovery period (RFC 9002 s7, appendix B).
+  recovery period (RFC 9002 s7, appendix B), no growth while application-limited
+  (s7.8).  Departure from the RFC: a loss reduces the window only while the
+  smoothed loss rate (EWMA over ~128 packets) exceeds ``LOSS_TOLERANCE``, in the
+  spirit of BBRv2's per-round loss threshold.  Testnet links carry injected random
+  loss that is not congestion; real congestion (a queue overflowing) drops bursts
+  and crosses the threshold within a round trip.
 * :class:`Pacer` - token bucket at 1.25 x cwnd / srtt (RFC 9002 s7.7).
 
 All are plain objects fed ``now``; none reads a clock.
@@ -23,6 +28,9 @@ TIME_THRESHOLD = 9 / 8
 INITIAL_WINDOW = 32 * MAX_DATAGRAM
 MINIMUM_WINDOW = 2 * MAX_DATAGRAM
 LOSS_REDUCTION = 0.5
+LOSS_TOLERANCE = 0.12
+"""Smoothed loss rate above which losses count as congestion."""
+LOSS_EWMA_GAIN = 1 / 128
 
 
 class RttEstimator:
@@ -61,13 +69,15 @@ class RttEstimator:
 class NewReno:
     """RFC 9002 s7 / appendix B congestion controller."""
 
-    __slots__ = ("bytes_in_flight", "cwnd", "recovery_start", "ssthresh")
+    __slots__ = ("bytes_in_flight", "cwnd", "loss_rate", "recovery_start", "ssthresh", "tolerance")
 
-    def __init__(self) -> None:
+    def __init__(self, tolerance: float = LOSS_TOLERANCE) -> None:
         self.cwnd = INITIAL_WINDOW
         self.ssthresh = float("inf")
         self.bytes_in_flight = 0
         self.recovery_start = -1.0
+        self.loss_rate = 0.0
+        self.tolerance = tolerance
 
     def can_send(self, size: int) -> bool:
         return self.bytes_in_flight + size <= self.cwnd
@@ -76,8 +86,10 @@ class NewReno:
         self.bytes_in_flight += size
 
     def on_acked(self, size: int, time_sent: float) -> None:
+        self.loss_rate -= self.loss_rate * LOSS_EWMA_GAIN
+        limited = self.bytes_in_flight < self.cwnd // 2
         self.bytes_in_flight = max(0, self.bytes_in_flight - size)
-        if time_sent <= self.recovery_start:
+        if time_sent <= self.recovery_start or limited:
             return
         if self.cwnd < self.ssthresh:
             self.cwnd += size
@@ -87,9 +99,13 @@ class NewReno:
     def on_discarded(self, size: int) -> None:
         self.bytes_in_flight = max(0, self.bytes_in_flight - size)
 
+    def on_lost_packet(self, size: int) -> None:
+        self.loss_rate += (1.0 - self.loss_rate) * LOSS_EWMA_GAIN
+        self.on_discarded(size)
+
     def on_congestion(self, time_sent: float, *, now: float) -> None:
         """A packet sent at ``time_sent`` was lost: reduce once per recovery period."""
-        if time_sent <= self.recovery_start:
+        if time_sent <= self.recovery_start or self.loss_rate <= self.tolerance:
             return
         self.recovery_start = now
         self.ssthresh = max(int(self.cwnd * LOSS_REDUCTION), MINIMUM_WINDOW)

@@ -318,7 +318,7 @@ class Session:
         latest_sent = 0.0
         for pn in lost:
             time_sent, size, chunks = self._sent.pop(pn)
-            self._cc.on_discarded(size)
+            self._cc.on_lost_packet(size)
             latest_sent = max(latest_sent, time_sent)
             if chunks:
                 for offset, length in chunks:
