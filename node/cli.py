@@ -28,9 +28,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keygen = cmds.add_parser("keygen", help="create a node identity file (Ed25519 seed)")
     keygen.add_argument("path", type=Path, help="where to write the key (refuses to overwrite)")
     keygen.set_defaults(func=cmd_keygen)
+    run = cmds.add_parser("run", help="run a node until SIGTERM (graceful leave)")
+    run.add_argument("--config", type=Path, required=True, help="node config YAML")
+    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    run.set_defaults(func=cmd_run)
     demo = cmds.add_parser("demo", help="two node processes exchange encrypted data over UDP")
     demo.add_argument("--mb", type=int, default=20, help="megabytes to transfer (default 20)")
     demo.set_defaults(func=cmd_demo)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from node.config import load_config
+    from node.service import NodeService
+    from node.transport.config import ConfigError
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        console.print(f"[red]config error in {args.config}: {exc}[/red]")
+        return 2
+
+    async def serve() -> None:
+        service = NodeService(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.stop)
+        await service.run()
+
+    asyncio.run(serve())
+    return 0
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

@@ -152,6 +152,11 @@ class Endpoint:
     def peers(self) -> list[bytes]:
         return [p for p, s in self._sessions.items() if s.alive]
 
+    def peer_address(self, peer: bytes) -> Addr | None:
+        """The address a live session with ``peer`` currently uses."""
+        session = self._sessions.get(peer)
+        return session.addr if session is not None and session.alive else None
+
     def send_buffered(self, peer: bytes) -> int:
         session = self._sessions.get(peer)
         if session is not None:

@@ -1,0 +1,1 @@
+"""Client side of the network: store and fetch data through any node."""

@@ -1,0 +1,97 @@
+"""A network client: connects to any node (its gateway) and stores or fetches chunks.
+
+The client has its own Ed25519 identity, introduces itself as a client (so no
+node puts it in a routing table) and verifies every chunk it receives against
+its name.  It owns one background task, which reads transport events for the
+RPC layer and ends with :meth:`Client.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from node import __version__
+from node.identity import Identity
+from node.messages import Kind
+from node.routing.bootstrap import parse_contact
+from node.routing.contact import Contact
+from node.rpc.aio import Rpc, RpcError
+from node.storage.chunkstore import MAX_CHUNK_SIZE, chunk_name
+from node.transport.aio import Transport
+from node.transport.config import TransportConfig
+
+PUT_TIMEOUT = 30.0
+
+
+class ClientError(Exception):
+    """A client operation failed; the message says why and what to try."""
+
+
+class Client:
+    """Store and fetch chunks through one gateway node."""
+
+    def __init__(self, identity: Identity | None = None, config: TransportConfig | None = None):
+        self.identity = identity or Identity.generate()
+        self.transport = Transport(
+            self.identity, config or TransportConfig(idle_timeout=10.0, keepalive_interval=2.0)
+        )
+        self.rpc = Rpc(self.transport, timeout=PUT_TIMEOUT)
+        self.gateway: Contact | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, host: str = "127.0.0.1") -> None:
+        await self.transport.start(host, 0)
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            await self.rpc.next_event()  # requests to a client are ignored
+
+    async def connect(self, contact: str | Contact) -> None:
+        """Use ``contact`` (``HOST:PORT/PUBKEYHEX`` or a Contact) as the gateway."""
+        gw = parse_contact(contact) if isinstance(contact, str) else contact
+        try:
+            await self.transport.connect(gw.public_key, gw.address)
+        except Exception as exc:
+            raise ClientError(f"cannot reach the node at {gw.address}: {exc}") from exc
+        self.rpc.notify(gw.public_key, Kind.HELLO, role="client", region="", version=__version__)
+        self.gateway = gw
+
+    def _gw(self) -> Contact:
+        if self.gateway is None:
+            raise ClientError("not connected: call connect() with a node contact first")
+        return self.gateway
+
+    async def put_chunk(self, data: bytes) -> bytes:
+        """Store ``data`` as a chunk; returns its name once the close group holds it."""
+        if len(data) > MAX_CHUNK_SIZE:
+            raise ClientError(f"a chunk is at most {MAX_CHUNK_SIZE} bytes")
+        gw = self._gw()
+        name = chunk_name(data)
+        try:
+            await self.rpc.call(
+                gw.public_key, gw.address, Kind.PUT, name=name, data=data, replica=False
+            )
+        except RpcError as exc:
+            raise ClientError(f"store failed: {exc}") from exc
+        return name
+
+    async def get_chunk(self, name: bytes) -> bytes:
+        """Fetch and verify a chunk."""
+        gw = self._gw()
+        try:
+            reply = await self.rpc.call(gw.public_key, gw.address, Kind.GET, name=name)
+        except RpcError as exc:
+            raise ClientError(f"fetch failed: {exc}") from exc
+        data = bytes(reply.body["data"])
+        if chunk_name(data) != name:
+            raise ClientError("the node returned data that does not match the chunk name")
+        return data
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self.transport.aclose("client leaving")

@@ -1,0 +1,158 @@
+"""Node configuration: one frozen dataclass loaded from YAML, every error naming its field.
+
+A node needs: where its key and data live, where to listen (UDP for peers, TCP for
+the admin API), how to join (contacts given as ``HOST:PORT/PUBKEYHEX`` literals, never
+DNS names, or ``first: true`` to start a new network), the operator token for the
+admin API, and the protocol parameters (replication factor 4, k = 20, alpha = 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from node.transport.config import ConfigError, TransportConfig
+
+ADMIN_TOKEN_ENV = "TROON_ADMIN_TOKEN"
+CONTACTS_ENV = "TROON_CONTACTS"
+MIN_TOKEN_LEN = 16
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything one node process needs.
+
+    Attributes:
+        data_dir: the node's own folder: key, chunk store, bootstrap cache, ``node.json``.
+        admin_token: operator bearer token for the admin API (or env TROON_ADMIN_TOKEN).
+        listen_host / listen_port: UDP address for peers (port 0 = any free port).
+        admin_host / admin_port: TCP address of the admin API (port 0 = any free port).
+        advertise_host: address peers should use to reach us (default: listen_host).
+        contacts: peers to join from, ``HOST:PORT/PUBKEYHEX``; env TROON_CONTACTS adds more
+            (comma separated).
+        first: start a new network with no contacts.
+        region: label used for regions and per-region impairment.
+        testnet: label of the testnet this node belongs to.
+        capacity: bytes of disk donated to the chunk store.
+        replication_factor: copies of every chunk (the close group size).
+        k / alpha: Kademlia bucket size and lookup parallelism.
+        audit_interval: seconds between full replication audits.
+        refresh_interval: seconds between bucket refreshes.
+        request_timeout: seconds before a request to a peer counts as failed.
+        transport: transport settings (keep-alive, idle timeout...).
+    """
+
+    data_dir: Path
+    admin_token: str
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 0
+    advertise_host: str = ""
+    contacts: tuple[str, ...] = ()
+    first: bool = False
+    region: str = "local"
+    testnet: str = ""
+    capacity: int = 1024 * 1024 * 1024
+    replication_factor: int = 4
+    k: int = 20
+    alpha: int = 3
+    audit_interval: float = 10.0
+    refresh_interval: float = 60.0
+    request_timeout: float = 3.0
+    transport: TransportConfig = field(default_factory=TransportConfig)
+
+    def __post_init__(self) -> None:
+        if len(self.admin_token) < MIN_TOKEN_LEN:
+            raise ConfigError(f"admin_token must be at least {MIN_TOKEN_LEN} characters")
+        for name in ("listen_port", "admin_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be 0..65535, got {port}")
+        if not self.first and not self.contacts:
+            raise ConfigError("contacts is empty: give contacts to join, or first: true")
+        if self.capacity < 0:
+            raise ConfigError("capacity must be >= 0")
+        if not 1 <= self.replication_factor <= self.k:
+            raise ConfigError("replication_factor must be between 1 and k")
+        if self.k < 1 or self.alpha < 1:
+            raise ConfigError("k and alpha must be >= 1")
+        for name in ("audit_interval", "refresh_interval", "request_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+
+    @property
+    def advertised(self) -> str:
+        return self.advertise_host or self.listen_host
+
+
+_SCALARS = {f.name: f for f in dataclasses.fields(NodeConfig) if f.name != "transport"}
+
+
+def config_from_dict(raw: Any, *, base: Path | None = None) -> NodeConfig:
+    """Build a NodeConfig from parsed YAML; raises ConfigError naming the bad field."""
+    if not isinstance(raw, dict):
+        raise ConfigError("node config must be a mapping")
+    unknown = set(raw) - set(_SCALARS) - {"transport"}
+    if unknown:
+        raise ConfigError(f"unknown node config field(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        values[name] = _coerce(name, value, base)
+    values.setdefault("admin_token", os.environ.get(ADMIN_TOKEN_ENV, ""))
+    env_contacts = [c for c in os.environ.get(CONTACTS_ENV, "").split(",") if c.strip()]
+    values["contacts"] = tuple(values.get("contacts", ())) + tuple(c.strip() for c in env_contacts)
+    if "data_dir" not in values:
+        raise ConfigError("data_dir is required")
+    try:
+        return NodeConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _coerce(name: str, value: Any, base: Path | None) -> Any:
+    if name == "transport":
+        if not isinstance(value, dict):
+            raise ConfigError("transport must be a mapping")
+        known = {f.name for f in dataclasses.fields(TransportConfig)}
+        bad = set(value) - known
+        if bad:
+            raise ConfigError(f"unknown transport field(s): {', '.join(sorted(bad))}")
+        try:
+            return TransportConfig(**value)
+        except TypeError as exc:
+            raise ConfigError(f"transport: {exc}") from exc
+    if name == "data_dir":
+        path = Path(str(value)).expanduser()
+        return path if path.is_absolute() or base is None else base / path
+    if name == "contacts":
+        if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+            raise ConfigError("contacts must be a list of HOST:PORT/PUBKEYHEX strings")
+        return tuple(value)
+    return _typed(name, value)
+
+
+def _typed(name: str, value: Any) -> Any:
+    default = _SCALARS[name].default
+    kind = type(default) if default is not dataclasses.MISSING else str
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is not type(value) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read a node config YAML file."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    return config_from_dict(raw, base=path.parent)

@@ -1,0 +1,158 @@
+"""Node protocol messages: msgpack bodies inside transport messages.
+
+Every message is a msgpack array ``[kind, request_id, body]`` where ``body`` is a
+map with fixed, typed fields per kind.  Requests carry a fresh ``request_id``; the
+response echoes it.  Contacts travel as ``[public_key, host, port]``: the receiver
+derives the name (BLAKE3 of the key) itself, so nobody can claim a position.
+
+Invariant: :func:`decode` returns a fully validated :class:`Message` or raises
+:class:`MessageError`; no other exception escapes for any input bytes.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+import msgpack
+
+from node.storage.chunkstore import MAX_CHUNK_SIZE
+
+MAX_NAMES = 256
+MAX_CONTACTS = 32
+MAX_TEXT = 256
+MAX_MESSAGE_BYTES = MAX_CHUNK_SIZE + 4096
+NAME_LEN = 32
+
+
+class MessageError(ValueError):
+    """A message is malformed, oversized or of an unknown kind."""
+
+
+class Kind(IntEnum):
+    HELLO = 1
+    FIND_NODE = 2
+    NODES = 3
+    PING = 4
+    PONG = 5
+    PUT = 6
+    PUT_OK = 7
+    GET = 8
+    GET_OK = 9
+    HAS = 10
+    HAS_OK = 11
+    ERROR = 12
+
+
+REQUESTS = {Kind.FIND_NODE, Kind.PING, Kind.PUT, Kind.GET, Kind.HAS}
+RESPONSES = {Kind.NODES, Kind.PONG, Kind.PUT_OK, Kind.GET_OK, Kind.HAS_OK, Kind.ERROR}
+
+
+class Message(NamedTuple):
+    kind: Kind
+    rid: int
+    body: dict[str, Any]
+
+
+def _name(v: Any) -> bytes:
+    if not isinstance(v, bytes) or len(v) != NAME_LEN:
+        raise MessageError("a name must be 32 bytes")
+    return v
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str) or len(v) > MAX_TEXT:
+        raise MessageError(f"text fields are strings of at most {MAX_TEXT} characters")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise MessageError("expected a boolean")
+    return v
+
+
+def _data(v: Any) -> bytes:
+    if not isinstance(v, bytes) or len(v) > MAX_CHUNK_SIZE:
+        raise MessageError(f"chunk data must be bytes of at most {MAX_CHUNK_SIZE}")
+    return v
+
+
+def _names(v: Any) -> list[bytes]:
+    if not isinstance(v, list) or len(v) > MAX_NAMES:
+        raise MessageError(f"names must be a list of at most {MAX_NAMES}")
+    return [_name(n) for n in v]
+
+
+def _contacts(v: Any) -> list[tuple[bytes, str, int]]:
+    if not isinstance(v, list) or len(v) > MAX_CONTACTS:
+        raise MessageError(f"contacts must be a list of at most {MAX_CONTACTS}")
+    out = []
+    for item in v:
+        if not (isinstance(item, list) and len(item) == 3):
+            raise MessageError("a contact is [public_key, host, port]")
+        pk, host, port = item
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise MessageError("contact port out of range")
+        out.append((_name(pk), _text(host), port))
+    return out
+
+
+_FIELDS: dict[Kind, dict[str, Any]] = {
+    Kind.HELLO: {"role": _text, "region": _text, "version": _text},
+    Kind.FIND_NODE: {"target": _name},
+    Kind.NODES: {"contacts": _contacts},
+    Kind.PING: {},
+    Kind.PONG: {},
+    Kind.PUT: {"name": _name, "data": _data, "replica": _bool},
+    Kind.PUT_OK: {"stored": _bool, "holders": lambda v: _int(v, 0, 64)},
+    Kind.GET: {"name": _name},
+    Kind.GET_OK: {"data": _data},
+    Kind.HAS: {"names": _names},
+    Kind.HAS_OK: {"held": _names},
+    Kind.ERROR: {"code": _text, "message": _text},
+}
+
+
+def _int(v: Any, low: int, high: int) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        raise MessageError(f"expected an integer in [{low}, {high}]")
+    return v
+
+
+def encode(kind: Kind, rid: int, **body: Any) -> bytes:
+    """Encode a message; fields are validated exactly as on decode."""
+    msg = _validate(kind, rid, body)
+    return msgpack.packb([int(msg.kind), msg.rid, msg.body], use_bin_type=True)
+
+
+def decode(data: bytes) -> Message:
+    """Parse and validate one message."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError("message too large")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise MessageError(f"not a msgpack message: {type(exc).__name__}") from exc
+    if not (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[2], dict)):
+        raise MessageError("a message is [kind, request_id, body]")
+    kind_raw, rid, body = raw
+    if not isinstance(kind_raw, int) or isinstance(kind_raw, bool):
+        raise MessageError("message kind must be an integer")
+    try:
+        kind = Kind(kind_raw)
+    except ValueError as exc:
+        raise MessageError(f"unknown message kind {kind_raw}") from exc
+    return _validate(kind, rid, body)
+
+
+def _validate(kind: Kind, rid: Any, body: dict[str, Any]) -> Message:
+    _int(rid, 0, (1 << 63) - 1)
+    fields = _FIELDS[kind]
+    if set(body) != set(fields):
+        raise MessageError(f"{kind.name} needs exactly the fields {sorted(fields)}")
+    return Message(kind, rid, {k: fields[k](v) for k, v in body.items()})
+
+
+def error(rid: int, code: str, message: str) -> bytes:
+    return encode(Kind.ERROR, rid, code=code, message=message[:MAX_TEXT])

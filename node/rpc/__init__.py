@@ -1,0 +1,1 @@
+"""Request/response over the transport (node/messages.py codec, asyncio adapter)."""

@@ -1,0 +1,541 @@
+"""The node service: composition root of transport, routing, storage and replication.
+
+It owns the one task group of the process.  Data flows one way: transport events
+come in through :class:`~node.rpc.aio.Rpc`; requests are answered by small
+handlers; routing and replication decisions come from sans-IO objects
+(:class:`RoutingTable`, :class:`Lookup`, :class:`Replicator`) whose actions are
+carried out here.  The admin API (node/admin.py) reads and steers it.
+
+Lifecycle: ``run()`` binds the UDP socket and the admin port, joins the network
+from its contacts and bootstrap cache (no DNS), writes ``node.json`` into its data
+folder, then serves until :meth:`stop`.  A graceful stop closes every session
+(peers learn at once) before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from node import __version__
+from node.admin import AdminServer
+from node.config import NodeConfig
+from node.identity import Identity, xor_name
+from node.messages import Kind, Message
+from node.nodeapi import admin_routes
+from node.routing.aio import LookupOutcome, run_lookup
+from node.routing.bootstrap import BootstrapError, load_cache, parse_contact, save_cache
+from node.routing.contact import Contact, RoutingError
+from node.routing.lookup import LookupConfig
+from node.routing.table import (
+    ContactAdded,
+    ContactRemoved,
+    PingRequest,
+    RoutingConfig,
+    RoutingTable,
+)
+from node.rpc.aio import Incoming, Rpc, RpcError
+from node.storage.chunkstore import StoreError, chunk_name
+from node.storage.diskstore import DiskChunkStore
+from node.storage.replication import Drop, Push, Query, ReplicationConfig, Replicator
+from node.transport.aio import Transport
+from node.transport.events import Connected, HandshakeFailed, PeerClosed, PeerDead
+
+log = logging.getLogger("troon.node")
+
+MAX_CONCURRENT_REQUESTS = 256
+MAX_CONCURRENT_REPLICATION = 16
+KEEP_CLOSE = 8
+"""Sessions kept open to this many nearest contacts, so their death is seen at once."""
+PUT_QUORUM = 3
+"""A client PUT is acknowledged once this many holders stored it; repair makes the rest."""
+RESPONSIBILITY_MARGIN = 2
+"""A replica is accepted if we are among the ``factor * margin`` closest by our own view."""
+
+
+def load_identity(path: Path) -> Identity:
+    """The node's key from ``path``, created (mode 0600) on first start."""
+    if path.exists():
+        try:
+            return Identity.from_seed(bytes.fromhex(json.loads(path.read_text())["seed"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(
+                f"{path} is not a Troon key file; move it away to start anew"
+            ) from exc
+    ident = Identity.generate()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"seed": ident.seed().hex()}) + "\n")
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+    return ident
+
+
+class NodeService:
+    """One node: serve peers and clients until stopped."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.identity = load_identity(config.data_dir / "key.json")
+        self.name = self.identity.name
+        self.store = DiskChunkStore(config.data_dir / "store", config.capacity)
+        self.transport = Transport(self.identity, config.transport)
+        self.rpc = Rpc(self.transport, timeout=config.request_timeout)
+        self.table = RoutingTable(self.name, RoutingConfig(k=config.k))
+        self.lookup_config = LookupConfig(k=config.k, alpha=config.alpha)
+        self.replicator = Replicator(
+            self.name,
+            ReplicationConfig(
+                factor=config.replication_factor, audit_interval=config.audit_interval
+            ),
+        )
+        self.admin = AdminServer(config.admin_token, admin_routes(self))
+        self.counters: Counter[str] = Counter()
+        self.roles: dict[bytes, str] = {}
+        self.regions: dict[bytes, str] = {}
+        self.contact: Contact | None = None
+        self.admin_address: tuple[str, int] = ("", 0)
+        self.started_at = 0.0
+        self._rng = random.Random()
+        self._stop = asyncio.Event()
+        self._wake_replication = asyncio.Event()
+        self._requests = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self._replication = asyncio.Semaphore(MAX_CONCURRENT_REPLICATION)
+        self._tg: asyncio.TaskGroup | None = None
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`; then leave gracefully."""
+        cfg = self.config
+        self.started_at = self.now()
+        host, port = await self.transport.start(cfg.listen_host, cfg.listen_port)
+        self.contact = Contact.of(self.identity.public_key, (cfg.advertised, port))
+        self.admin_address = await self.admin.start(cfg.admin_host, cfg.admin_port)
+        log.info("node %s on %s:%d, admin %s", self.name.hex()[:12], host, port, self.admin_address)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                workers = [
+                    tg.create_task(self._event_loop()),
+                    tg.create_task(self._maintain()),
+                    tg.create_task(self._replicate_loop()),
+                ]
+                await self._stop.wait()
+                for task in workers:
+                    task.cancel()
+        finally:
+            self._tg = None
+            await self.transport.aclose("leaving")
+            await self.admin.close()
+            self.store.close()
+            with contextlib.suppress(FileNotFoundError):
+                (cfg.data_dir / "node.json").unlink()
+
+    def stop(self) -> None:
+        """Leave the network gracefully (peers are told at once)."""
+        self._stop.set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        if self._tg is None:
+            raise RuntimeError("node service is not running")
+        self._tg.create_task(_guard(coro))
+
+    def _write_node_json(self) -> None:
+        assert self.contact is not None
+        info = self.info()
+        path = self.config.data_dir / "node.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info) + "\n")
+        os.replace(tmp, path)
+        del info
+
+    def info(self) -> dict[str, Any]:
+        assert self.contact is not None
+        return {
+            "name": self.name.hex(),
+            "public_key": self.identity.public_key.hex(),
+            "addr": list(self.contact.address),
+            "admin": list(self.admin_address),
+            "pid": os.getpid(),
+            "region": self.config.region,
+            "testnet": self.config.testnet,
+            "version": __version__,
+            "uptime_s": round(self.now() - self.started_at, 3),
+        }
+
+    # ------------------------------------------------------------------ events
+
+    async def _event_loop(self) -> None:
+        while True:
+            item = await self.rpc.next_event()
+            if isinstance(item, Incoming):
+                self._on_message(item.peer, item.msg)
+            elif isinstance(item, Connected):
+                self.rpc.notify(
+                    item.peer,
+                    Kind.HELLO,
+                    role="node",
+                    region=self.config.region,
+                    version=__version__,
+                )
+            elif isinstance(item, PeerDead | PeerClosed | HandshakeFailed):
+                self._on_peer_gone(item.peer)
+
+    def _on_message(self, peer: bytes, msg: Message) -> None:
+        if msg.kind is Kind.HELLO:
+            self._on_hello(peer, msg)
+            return
+        if self.roles.get(peer) == "node":
+            self._observe(peer)
+        if self._requests.locked():
+            self.rpc.reply_error(peer, msg, "busy", "too many requests in flight; retry later")
+            return
+        self._spawn(self._handle(peer, msg))
+
+    def _on_hello(self, peer: bytes, msg: Message) -> None:
+        role = msg.body["role"]
+        self.roles[peer] = role
+        self.regions[peer] = msg.body["region"]
+        if role == "node":
+            self._observe(peer)
+
+    def _observe(self, peer: bytes) -> None:
+        addr = self.transport.endpoint.peer_address(peer)
+        if addr is None:
+            return
+        try:
+            contact = Contact.of(peer, addr)
+        except RoutingError:
+            self.counters["bad_contact"] += 1
+            return
+        self._apply(self.table.observe(contact, now=self.now()))
+
+    def _apply(self, actions: list[Any]) -> None:
+        changed = False
+        for action in actions:
+            if isinstance(action, PingRequest):
+                self._spawn(self._ping(action.contact))
+            elif isinstance(action, ContactAdded | ContactRemoved):
+                changed = True
+        if changed:
+            self.replicator.on_membership_change(now=self.now())
+            self._wake_replication.set()
+
+    def _on_peer_gone(self, peer: bytes) -> None:
+        name = xor_name(peer)
+        self.roles.pop(peer, None)
+        self.replicator.on_peer_gone(name)
+        self._apply(self.table.remove(name, now=self.now()))
+
+    async def _ping(self, contact: Contact) -> None:
+        try:
+            await self.rpc.call(contact.public_key, contact.address, Kind.PING)
+            alive = True
+        except RpcError:
+            alive = False
+        self._apply(self.table.on_ping_result(contact.name, alive=alive, now=self.now()))
+
+    # ------------------------------------------------------------------ request handlers
+
+    async def _handle(self, peer: bytes, msg: Message) -> None:
+        async with self._requests:
+            handler = self._handlers.get(msg.kind)
+            if handler is None:
+                self.rpc.reply_error(peer, msg, "unexpected", f"{msg.kind.name} is not a request")
+                return
+            try:
+                await handler(self, peer, msg)
+            except StoreError as exc:
+                self.rpc.reply_error(peer, msg, "store", str(exc))
+            except RpcError as exc:
+                self.rpc.reply_error(peer, msg, exc.code, exc.message)
+
+    async def _on_find_node(self, peer: bytes, msg: Message) -> None:
+        closest = self.table.closest(msg.body["target"], self.config.k, exclude=[xor_name(peer)])
+        wire = [[c.public_key, c.address[0], c.address[1]] for c in closest]
+        self.rpc.reply(peer, msg, Kind.NODES, contacts=wire)
+
+    async def _on_ping(self, peer: bytes, msg: Message) -> None:
+        self.rpc.reply(peer, msg, Kind.PONG)
+
+    async def _on_has(self, peer: bytes, msg: Message) -> None:
+        held = [n for n in msg.body["names"] if self.store.has(n)]
+        self.rpc.reply(peer, msg, Kind.HAS_OK, held=held)
+
+    async def _on_put(self, peer: bytes, msg: Message) -> None:
+        name, data = msg.body["name"], msg.body["data"]
+        if chunk_name(data) != name:
+            self.counters["rejected_poisoned"] += 1
+            self.rpc.reply_error(peer, msg, "name_mismatch", "chunk content does not hash to name")
+            return
+        if msg.body["replica"]:
+            if not self._responsible(name):
+                self.counters["rejected_not_responsible"] += 1
+                self.rpc.reply_error(
+                    peer, msg, "not_responsible", "not in this chunk's close group"
+                )
+                return
+            stored = await self._store(name, data)
+            self.rpc.reply(peer, msg, Kind.PUT_OK, stored=stored, holders=1)
+            return
+        holders = await self.put_chunk(name, data)
+        self.rpc.reply(peer, msg, Kind.PUT_OK, stored=True, holders=holders)
+
+    async def _on_get(self, peer: bytes, msg: Message) -> None:
+        name = msg.body["name"]
+        if self.store.has(name):
+            data = await asyncio.to_thread(self.store.get, name)
+            self.rpc.reply(peer, msg, Kind.GET_OK, data=data)
+            return
+        if self.roles.get(peer) == "node":
+            self.rpc.reply_error(peer, msg, "not_found", "chunk not held here")
+            return
+        data = await self.get_chunk(name)
+        self.rpc.reply(peer, msg, Kind.GET_OK, data=data)
+
+    _handlers: ClassVar[dict[Kind, Callable[[NodeService, bytes, Message], Awaitable[None]]]] = {
+        Kind.FIND_NODE: _on_find_node,
+        Kind.PING: _on_ping,
+        Kind.HAS: _on_has,
+        Kind.PUT: _on_put,
+        Kind.GET: _on_get,
+    }
+
+    # ------------------------------------------------------------------ data paths
+
+    def _responsible(self, name: bytes) -> bool:
+        assert self.contact is not None
+        n = self.config.replication_factor * RESPONSIBILITY_MARGIN
+        group = self.table.close_group(name, n, include_self=self.contact)
+        return any(c.name == self.name for c in group)
+
+    async def _store(self, name: bytes, data: bytes) -> bool:
+        stored = await asyncio.to_thread(self.store.put, name, data)
+        self.replicator.on_stored(name, now=self.now())
+        self._wake_replication.set()
+        return stored
+
+    async def close_group(self, name: bytes) -> list[Contact]:
+        """The replication_factor live nodes closest to ``name``, by a network lookup."""
+        outcome = await self.lookup(name)
+        assert self.contact is not None
+        candidates = {c.name: c for c in outcome.lookup.result()}
+        candidates[self.name] = self.contact
+        ordered = sorted(
+            candidates.values(),
+            key=lambda c: int.from_bytes(c.name, "big") ^ int.from_bytes(name, "big"),
+        )
+        return ordered[: self.config.replication_factor]
+
+    async def lookup(self, target: bytes) -> LookupOutcome:
+        seeds = self.table.closest(target, self.config.k)
+        outcome = await run_lookup(
+            self.rpc,
+            target,
+            seeds,
+            self.lookup_config,
+            own=self.name,
+            timeout=self.config.request_timeout,
+        )
+        for contact in outcome.failed:
+            self._apply(self.table.on_ping_result(contact.name, alive=False, now=self.now()))
+        self.counters["lookups"] += 1
+        return outcome
+
+    async def put_chunk(self, name: bytes, data: bytes) -> int:
+        """Store a chunk on its close group; returns how many holders stored it."""
+        group = await self.close_group(name)
+        results = await asyncio.gather(*(self._put_on(c, name, data) for c in group))
+        holders = sum(results)
+        if holders < len(group):
+            group = await self.close_group(name)
+            results = await asyncio.gather(*(self._put_on(c, name, data) for c in group))
+            holders = sum(results)
+        if holders < min(PUT_QUORUM, len(group)):
+            raise RpcError("put_failed", f"only {holders} of {len(group)} holders stored the chunk")
+        self.counters["client_puts"] += 1
+        return holders
+
+    async def _put_on(self, contact: Contact, name: bytes, data: bytes) -> bool:
+        if contact.name == self.name:
+            await self._store(name, data)
+            return True
+        try:
+            await self.rpc.call(
+                contact.public_key, contact.address, Kind.PUT, name=name, data=data, replica=True
+            )
+        except RpcError:
+            return False
+        return True
+
+    async def get_chunk(self, name: bytes) -> bytes:
+        """Fetch a chunk from its close group, verifying each copy; tries every holder."""
+        for contact in await self.close_group(name):
+            if contact.name == self.name:
+                continue
+            try:
+                reply = await self.rpc.call(
+                    contact.public_key, contact.address, Kind.GET, name=name
+                )
+            except RpcError:
+                continue
+            if chunk_name(reply.body["data"]) == name:
+                self.counters["client_gets"] += 1
+                return bytes(reply.body["data"])
+            self.counters["corrupt_copies_seen"] += 1
+        raise RpcError("not_found", "no holder returned a valid copy of that chunk")
+
+    # ------------------------------------------------------------------ background work
+
+    async def _maintain(self) -> None:
+        await self._join()
+        self._write_node_json()
+        self.ready.set()
+        while True:
+            await self._refresh()
+            self._keep_close_sessions()
+            self._save_bootstrap_cache()
+            await asyncio.sleep(min(self.config.refresh_interval, 5.0))
+
+    async def _join(self) -> None:
+        contacts = self._initial_contacts()
+        if not contacts:
+            return
+        delay = 0.5
+        while True:
+            for contact in contacts:
+                with contextlib.suppress(RpcError):
+                    await self.rpc.call(contact.public_key, contact.address, Kind.PING)
+                    self._observe(contact.public_key)
+            if len(self.table):
+                break
+            log.warning("no contact answered; retrying in %.1f s", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        outcome = await self.lookup(self.name)
+        self._observe_all(outcome)
+        await self._refresh(force=True)
+
+    def _initial_contacts(self) -> list[Contact]:
+        out: list[Contact] = []
+        for text in self.config.contacts:
+            try:
+                out.append(parse_contact(text))
+            except BootstrapError as exc:
+                log.error("ignoring contact %r: %s", text, exc)
+        with contextlib.suppress(BootstrapError, OSError):
+            out.extend(load_cache(self.config.data_dir / "bootstrap.json"))
+        return [c for c in out if c.name != self.name]
+
+    def _observe_all(self, outcome: LookupOutcome) -> None:
+        for contact in outcome.responders:
+            if self.transport.endpoint.is_connected(contact.public_key):
+                self._observe(contact.public_key)
+
+    async def _refresh(self, *, force: bool = False) -> None:
+        now = self.now()
+        due = self.table.buckets_needing_refresh(now=now)
+        if force:
+            due = sorted(set(due) | {self.table.bucket_of(c.name) for c in self.table.contacts()})
+        for index in due[:16]:
+            target = self.table.random_name_in_bucket(index, self._rng)
+            self._observe_all(await self.lookup(target))
+            self.table.mark_refreshed(index, now=self.now())
+
+    def _keep_close_sessions(self) -> None:
+        for contact in self.table.closest(self.name, KEEP_CLOSE):
+            if not self.transport.endpoint.is_connected(contact.public_key):
+                self._spawn(self._ping(contact))
+
+    def _save_bootstrap_cache(self) -> None:
+        contacts = self.table.closest(self.name, 64)
+        if contacts:
+            with contextlib.suppress(OSError):
+                save_cache(self.config.data_dir / "bootstrap.json", contacts)
+
+    async def _replicate_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_replication.wait(), 0.5)
+            self._wake_replication.clear()
+            self.replicator.handle_timer(now=self.now())
+            actions = self.replicator.plan(
+                set(self.store.names()), self._close_group_names, now=self.now()
+            )
+            for action in actions:
+                await self._replication.acquire()
+                self._spawn(self._carry_out(action))
+            if actions:
+                self._wake_replication.set()
+                await asyncio.sleep(0.01)
+
+    def _close_group_names(self, name: bytes) -> list[bytes]:
+        assert self.contact is not None
+        group = self.table.close_group(
+            name, self.config.replication_factor, include_self=self.contact
+        )
+        return [c.name for c in group]
+
+    async def _carry_out(self, action: Query | Push | Drop) -> None:
+        try:
+            if isinstance(action, Drop):
+                self.store.delete(action.name)
+                self.replicator.on_deleted(action.name)
+                self.counters["replication_drops"] += 1
+                return
+            contact = self.table.get(action.peer)
+            if contact is None:
+                self.replicator.on_peer_gone(action.peer)
+                return
+            if isinstance(action, Query):
+                await self._query(contact, list(action.names))
+            else:
+                await self._push(contact, action.name)
+        finally:
+            self._replication.release()
+            self._wake_replication.set()
+
+    async def _query(self, contact: Contact, names: list[bytes]) -> None:
+        try:
+            reply = await self.rpc.call(contact.public_key, contact.address, Kind.HAS, names=names)
+        except RpcError:
+            return
+        held = set(reply.body["held"])
+        missing = [n for n in names if n not in held]
+        self.replicator.on_query_result(contact.name, held, missing, now=self.now())
+
+    async def _push(self, contact: Contact, name: bytes) -> None:
+        ok = False
+        try:
+            data = await asyncio.to_thread(self.store.get, name)
+            await self.rpc.call(
+                contact.public_key, contact.address, Kind.PUT, name=name, data=data, replica=True
+            )
+            ok = True
+            self.counters["replication_pushes"] += 1
+        except (RpcError, StoreError):
+            ok = False
+        self.replicator.on_push_result(contact.name, name, ok, now=self.now())
+
+
+async def _guard(coro: Awaitable[None]) -> None:
+    """Run a request or background step; one failure never takes the node down."""
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("task failed")
