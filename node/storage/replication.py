@@ -282,7 +282,7 @@ class Replicator:
         nearer = self._nearer_holder(name, others, batch.now)
         steps = [self._step(m, name, nearer, batch) for m in others]
         if all(step is _Step.CONFIRMED for step in steps):
-            if others:
+            if others and self.own not in ideal:
                 batch.out.append(Drop(name))
                 self._counts["drops"] += 1
                 self._forget(name)

@@ -195,14 +195,15 @@ class Endpoint:
             self.counters["dropped_auth"] += 1
 
     def _receive_session(self, session: Session, data: bytes, addr: Addr, now: float) -> None:
+        fresh = False
         try:
-            session.receive(data, now=now)
+            fresh = session.receive(data, now=now)
         except ProtocolViolation as exc:
             self.counters["protocol_errors"] += 1
             session.close(f"protocol violation: {exc}", CODE_PROTOCOL)
             session.die(f"protocol violation: {exc}")
-        if session.addr != addr and session.alive:
-            session.addr = addr
+        if fresh and session.addr != addr and session.alive:
+            session.addr = addr  # the peer moved (NAT rebinding); only authentic packets count
         self._after(session)
 
     def _receive_dial(self, dial: _Dial, data: bytes, addr: Addr, now: float) -> None:
@@ -386,7 +387,7 @@ class Endpoint:
             return
         self._outbox.append((dial.handshake.message(), dial.addr))
         dial.retry_delay *= 2
-        dial.next_retry = now + dial.retry_delay
+        dial.next_retry = min(now + dial.retry_delay, dial.started + self.config.handshake_timeout)
         self.counters["handshake_retries"] += 1
 
     def shutdown(self) -> None:

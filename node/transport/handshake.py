@@ -227,7 +227,11 @@ class Responder:
         self._rotated_at = now
 
     def _rotate(self, now: float) -> None:
-        if now - self._rotated_at >= COOKIE_ROTATION:
+        elapsed = now - self._rotated_at
+        if elapsed >= 2 * COOKIE_ROTATION:
+            self._secrets = [os.urandom(32), os.urandom(32)]
+            self._rotated_at = now
+        elif elapsed >= COOKIE_ROTATION:
             self._secrets = [os.urandom(32), self._secrets[0]]
             self._rotated_at = now
 

@@ -140,6 +140,7 @@ class Session:
         self._recv.max_data = INITIAL_MAX_DATA
         self._peer_max_data = INITIAL_MAX_DATA
         self._max_data_pending: int | None = None
+        self._max_data_pns: set[int] = set()
         self._datagrams: deque[bytes] = deque()
         self._ping_pending = initiator
         self._close: tuple[int, str] | None = None
@@ -187,19 +188,20 @@ class Session:
 
     # ------------------------------------------------------------------ receive path
 
-    def receive(self, packet: bytes, *, now: float) -> None:
+    def receive(self, packet: bytes, *, now: float) -> bool:
         """Process one datagram addressed to our connection ID.
 
-        Raises ProtectionError (not authentic: state untouched) or ProtocolViolation
-        (authentic but malformed: the caller closes the session).
+        Returns True for an authentic packet never seen before, False for a duplicate
+        or replay.  Raises ProtectionError (not authentic: state untouched) or
+        ProtocolViolation (authentic but malformed: the caller closes the session).
         """
         if self.state is SessionState.CLOSED:
-            return
+            return False
         keys = self._recv_keys
         pn = keys.unmask_pn(packet, self._recv_pns.largest + 1)
         if pn in self._recv_pns:
             self.counters["duplicates"] += 1
-            return
+            return False
         payload = keys.open(packet, pn)
         self._recv_pns.add(pn)
         if pn == self._recv_pns.largest:
@@ -218,6 +220,7 @@ class Session:
             raise ProtocolViolation(str(exc)) from exc
         if eliciting:
             self._on_eliciting(pn, now)
+        return True
 
     def _on_eliciting(self, pn: int, now: float) -> None:
         self._ack_queued += 1
@@ -280,6 +283,7 @@ class Session:
                 sp = sent.pop(pn, None)
                 if sp is not None:
                     newly.append(sp)
+                    self._max_data_pns.discard(pn)
                     if pn == largest:
                         largest_sp = sp
         if not newly:
@@ -300,13 +304,12 @@ class Session:
     def _detect_lost(self, now: float) -> None:
         """RFC 9002 s6.1: packet and time thresholds."""
         loss_delay = self._rtt.loss_delay()
-        cutoff = now - loss_delay
         self._loss_time = None
         lost: list[int] = []
         for pn, sp in self._sent.items():
             if pn > self._largest_acked:
                 break
-            if sp[0] <= cutoff or self._largest_acked >= pn + PACKET_THRESHOLD:
+            if sp[0] + loss_delay <= now or self._largest_acked >= pn + PACKET_THRESHOLD:
                 lost.append(pn)
             else:
                 self._loss_time = sp[0] + loss_delay
@@ -318,6 +321,9 @@ class Session:
         latest_sent = 0.0
         for pn in lost:
             time_sent, size, chunks = self._sent.pop(pn)
+            if pn in self._max_data_pns:
+                self._max_data_pns.discard(pn)
+                self._max_data_pending = self._recv.max_data  # RFC 9000 s13.3: resend the latest
             self._cc.on_lost_packet(size)
             latest_sent = max(latest_sent, time_sent)
             if chunks:
@@ -476,6 +482,7 @@ class Session:
         if self._max_data_pending is not None:
             parts.append(encode_max_data(self._max_data_pending))
             self._max_data_pending = None
+            self._max_data_pns.add(self._next_pn)  # the packet being built
             room -= 9
         if self._ping_pending:
             parts.append(PING_BYTES)

@@ -34,12 +34,16 @@ class StreamError(ValueError):
 class PacketNumberSet:
     """Received packet numbers as sorted disjoint inclusive ranges, bounded in count."""
 
-    __slots__ = ("_ranges",)
+    __slots__ = ("_floor", "_ranges")
 
     def __init__(self) -> None:
         self._ranges: list[list[int]] = []
+        self._floor = 0
+        """Everything below this was forgotten and counts as a replay."""
 
     def __contains__(self, pn: int) -> bool:
+        if pn < self._floor:
+            return True
         ranges = self._ranges
         for i in range(len(ranges) - 1, -1, -1):
             lo, hi = ranges[i]
@@ -47,7 +51,7 @@ class PacketNumberSet:
                 return False
             if pn >= lo:
                 return True
-        return bool(ranges) and pn < ranges[0][0]
+        return False
 
     def add(self, pn: int) -> bool:
         """Record ``pn``; returns False if it was already there (a duplicate or too old)."""
@@ -81,6 +85,7 @@ class PacketNumberSet:
     def _trim(self) -> None:
         if len(self._ranges) > MAX_PN_RANGES:
             del self._ranges[0]
+            self._floor = self._ranges[0][0]
 
     @property
     def largest(self) -> int:
@@ -214,13 +219,15 @@ class RecvStream:
         while self._ooo:
             chunk = self._ooo.pop(self._delivered, None)
             if chunk is None:
-                self._drop_stale()
-                break
+                if not self._drop_stale():
+                    break
+                continue
             self._ooo_bytes -= len(chunk)
             self._append(chunk)
         return self._messages()
 
-    def _drop_stale(self) -> None:
+    def _drop_stale(self) -> bool:
+        """Discard chunks wholly delivered; append the unseen tail of overlapping ones."""
         stale = [o for o, d in self._ooo.items() if o + len(d) <= self._delivered]
         for o in stale:
             self._ooo_bytes -= len(self._ooo.pop(o))
@@ -228,7 +235,9 @@ class RecvStream:
         for o in partial:
             d = self._ooo.pop(o)
             self._ooo_bytes -= len(d)
-            self._append(d[self._delivered - o :])
+            if o + len(d) > self._delivered:
+                self._append(d[self._delivered - o :])
+        return bool(partial)
 
     def _append(self, data: bytes) -> None:
         self._inbuf += data

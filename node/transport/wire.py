@@ -105,7 +105,9 @@ def encode_ack(ranges: list[tuple[int, int]], ack_delay: float) -> bytes:
     """Encode up to MAX_ACK_RANGES ranges (highest first, disjoint, non-adjacent)."""
     ranges = ranges[:MAX_ACK_RANGES]
     lo0, hi0 = ranges[0]
-    parts = [_ACK.pack(ACK, hi0, min(int(ack_delay * 1e6), 0xFFFFFFFF), len(ranges) - 1, hi0 - lo0)]
+    parts = [
+        _ACK.pack(ACK, hi0, min(round(ack_delay * 1e6), 0xFFFFFFFF), len(ranges) - 1, hi0 - lo0)
+    ]
     prev_lo = lo0
     for lo, hi in ranges[1:]:
         parts.append(_GAP.pack(prev_lo - hi - 2, hi - lo))
