@@ -21,7 +21,7 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -110,6 +110,7 @@ class NodeService:
         self._requests = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._replication = asyncio.Semaphore(MAX_CONCURRENT_REPLICATION)
         self._tg: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -134,7 +135,7 @@ class NodeService:
                     tg.create_task(self._replicate_loop()),
                 ]
                 await self._stop.wait()
-                for task in workers:
+                for task in [*workers, *self._tasks]:
                     task.cancel()
         finally:
             self._tg = None
@@ -148,10 +149,13 @@ class NodeService:
         """Leave the network gracefully (peers are told at once)."""
         self._stop.set()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        if self._tg is None:
-            raise RuntimeError("node service is not running")
-        self._tg.create_task(_guard(coro))
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._tg is None or self._stop.is_set():
+            coro.close()  # shutting down: the work is abandoned, never half-started
+            return
+        task = self._tg.create_task(_guard(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _write_node_json(self) -> None:
         assert self.contact is not None
@@ -404,7 +408,7 @@ class NodeService:
         await self._join()
         self._write_node_json()
         self.ready.set()
-        while True:
+        while not self._stop.is_set():
             await self._refresh()
             self._keep_close_sessions()
             self._save_bootstrap_cache()
@@ -425,9 +429,12 @@ class NodeService:
             log.warning("no contact answered; retrying in %.1f s", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+        joined = self.now()
         outcome = await self.lookup(self.name)
         self._observe_all(outcome)
+        log.info("self-lookup: %d rounds, %.2f s", outcome.lookup.rounds, self.now() - joined)
         await self._refresh(force=True)
+        log.info("joined with %d contacts in %.2f s", len(self.table), self.now() - joined)
 
     def _initial_contacts(self) -> list[Contact]:
         out: list[Contact] = []
@@ -452,8 +459,17 @@ class NodeService:
             due = sorted(set(due) | {self.table.bucket_of(c.name) for c in self.table.contacts()})
         for index in due[:16]:
             target = self.table.random_name_in_bucket(index, self._rng)
-            self._observe_all(await self.lookup(target))
+            started = self.now()
+            outcome = await self.lookup(target)
+            self._observe_all(outcome)
             self.table.mark_refreshed(index, now=self.now())
+            log.debug(
+                "refreshed bucket %d: %d requests, %d failed, %.2f s",
+                index,
+                outcome.lookup.requests,
+                len(outcome.failed),
+                self.now() - started,
+            )
 
     def _keep_close_sessions(self) -> None:
         for contact in self.table.closest(self.name, KEEP_CLOSE):
@@ -467,9 +483,10 @@ class NodeService:
                 save_cache(self.config.data_dir / "bootstrap.json", contacts)
 
     async def _replicate_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_replication.wait(), 0.5)
+                async with asyncio.timeout(0.5):  # not wait_for: it can swallow a cancel on 3.11
+                    await self._wake_replication.wait()
             self._wake_replication.clear()
             self.replicator.handle_timer(now=self.now())
             actions = self.replicator.plan(

@@ -79,7 +79,8 @@ async def run_lookup(
             timer = lookup.get_timer()
             delay = max(0.0, timer - loop.time()) if timer is not None else timeout
             try:
-                await asyncio.wait_for(wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await wake.wait()
             except TimeoutError:
                 lookup.handle_timer(now=loop.time())
         for task in tasks:

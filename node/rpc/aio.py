@@ -78,7 +78,8 @@ class Rpc:
         self.counters[f"sent_{kind.name.lower()}"] += 1
         try:
             self.transport.send(peer, encode(kind, rid, **body))
-            reply = await asyncio.wait_for(fut, limit)
+            async with asyncio.timeout(limit):
+                reply = await fut
         except TimeoutError as exc:
             self.counters["timeouts"] += 1
             raise RpcError("timeout", f"{kind.name} got no reply in {limit:.1f} s") from exc

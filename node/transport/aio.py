@@ -149,7 +149,8 @@ class Transport:
         self._schedule_service()
         limit = timeout if timeout is not None else self.config.handshake_timeout + 1.0
         try:
-            await asyncio.wait_for(fut, limit)
+            async with asyncio.timeout(limit):
+                await fut
         except TimeoutError as exc:
             raise TransportError(f"no session with the peer at {addr[0]}:{addr[1]}") from exc
         finally:
