@@ -21,15 +21,14 @@ import asyncio
 import contextlib
 import hmac
 import http
-import http.client
 import json
 import logging
 import math
 import re
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -196,7 +195,7 @@ def encode_response(
 ) -> bytes:
     """Status line and fields (RFC 9112 section 4) plus body; 204/304 carry no content."""
     phrase = http.HTTPStatus(status).phrase
-    lines = [f"HTTP/1.1 {status} {phrase}", f"Date: {formatdate(usegmt=True)}"]
+    lines = [f"HTTP/1.1 {status} {phrase}", f"Date: {_http_date()}"]
     if status not in (204, 304):
         lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
     else:
@@ -426,6 +425,11 @@ class AdminServer:
         return _Reply(response.status, body, content_type)
 
 
+def _http_date() -> str:
+    """RFC 9110 IMF-fixdate, without importing the email package."""
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
+
+
 _STATUSES = frozenset(s.value for s in http.HTTPStatus if s.value >= 200)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="troon-admin"'}
 
@@ -554,6 +558,8 @@ def admin_call(  # noqa: PLR0917 -- positional signature is the documented CLI A
     data = None if body is None else _dumps(body)
     if data is not None:
         headers["Content-Type"] = JSON_CONTENT_TYPE
+    import http.client  # client side only: keeps the node process lean
+
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(method, path, body=data, headers=headers)

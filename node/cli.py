@@ -9,16 +9,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
-from rich.table import Table
+if TYPE_CHECKING:
+    from node.transport.aio import Transport
 
-from node.identity import Identity
-from node.transport.aio import Transport
-from node.transport.events import MessageReceived
 
-console = Console()
+def _console() -> Any:
+    from rich.console import Console  # imported lazily: `node run` stays lean in memory
+
+    return Console()
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        console.print(f"[red]config error in {args.config}: {exc}[/red]")
+        print(f"config error in {args.config}: {exc}", file=sys.stderr)
         return 2
 
     async def serve() -> None:
@@ -66,6 +66,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from node.identity import Identity
+
+    console = _console()
     path: Path = args.path
     if path.exists():
         console.print(f"[red]{path} exists; choose another path or remove it first[/red]")
@@ -79,12 +82,16 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if not 1 <= args.mb <= 4096:
-        console.print("[red]--mb must be between 1 and 4096[/red]")
+        _console().print("[red]--mb must be between 1 and 4096[/red]")
         return 2
     return asyncio.run(_demo(args.mb))
 
 
 async def _demo(mb: int) -> int:
+    from node.identity import Identity
+    from node.transport.aio import Transport
+
+    console = _console()
     sink = subprocess.Popen(
         [sys.executable, "-m", "node.testing.peer", "--mode", "sink"],
         stdin=subprocess.PIPE,
@@ -113,6 +120,11 @@ async def _demo(mb: int) -> int:
 
 
 async def _transfer(t: Transport, peer: bytes, mb: int) -> float:
+    from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from node.transport.events import MessageReceived
+
+    console = _console()
     chunk = 1 << 20
     columns = (TextColumn("sending"), BarColumn(), TransferSpeedColumn())
     started = time.perf_counter()
@@ -131,6 +143,8 @@ async def _transfer(t: Transport, peer: bytes, mb: int) -> float:
 
 
 def _print_stats(t: Transport, peer: bytes, mb: int, seconds: float) -> None:
+    from rich.table import Table
+
     stats = t.endpoint.session_stats(peer) or {}
     rate = mb * 1.048576 / seconds
     table = Table(title=f"{mb} MiB delivered in {seconds:.2f} s ({rate:.1f} MB/s)")
@@ -138,4 +152,4 @@ def _print_stats(t: Transport, peer: bytes, mb: int, seconds: float) -> None:
     table.add_column("value", justify="right")
     for key in ("srtt_ms", "min_rtt_ms", "cwnd", "packets_sent", "packets_lost", "retransmits"):
         table.add_row(key, str(stats.get(key)))
-    console.print(table)
+    _console().print(table)
