@@ -19,6 +19,7 @@ keys) -> ESTABLISHED -> CLOSING (our CLOSE queued) -> CLOSED.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from enum import Enum
 from typing import Any
@@ -81,6 +82,14 @@ COUNTERS = (
     "datagrams_dropped",
     "pto_count",
 )
+
+
+KEEPALIVE_GRID = 0.05
+"""Keep-alive deadlines are rounded up to this grid so many sessions ping in one wake-up."""
+
+
+def _coarse(t: float) -> float:
+    return math.ceil(t / KEEPALIVE_GRID) * KEEPALIVE_GRID
 
 
 class SessionState(Enum):
@@ -219,12 +228,13 @@ class Session:
         except (WireError, StreamError) as exc:
             raise ProtocolViolation(str(exc)) from exc
         if eliciting:
-            self._on_eliciting(pn, now)
+            self._on_eliciting(pn, now, probe=payload == PING_BYTES)
         return True
 
-    def _on_eliciting(self, pn: int, now: float) -> None:
+    def _on_eliciting(self, pn: int, now: float, *, probe: bool) -> None:
+        """Schedule an ACK; a lone PING (keep-alive or probe) is answered at once."""
         self._ack_queued += 1
-        if pn != self._recv_pns.largest or self._ack_queued >= self.config.ack_every:
+        if probe or pn != self._recv_pns.largest or self._ack_queued >= self.config.ack_every:
             self._ack_deadline = now
         elif self._ack_deadline is None:
             self._ack_deadline = now + self.config.max_ack_delay
@@ -367,7 +377,7 @@ class Session:
             if pto is not None:
                 times.append(pto)
         if not self._sent and self.state is SessionState.ESTABLISHED:
-            times.append(self.last_recv + self._keepalive)
+            times.append(_coarse(self.last_recv + self._keepalive))
         if self._blocked_by_pacer():
             times.append(self._pacer.next_send_time(MAX_DATAGRAM))
         return min(times)
@@ -389,7 +399,7 @@ class Session:
         if (
             not self._sent
             and self.state is SessionState.ESTABLISHED
-            and now >= self.last_recv + self._keepalive
+            and now >= _coarse(self.last_recv + self._keepalive)
         ):
             self._ping_pending = True
 
