@@ -48,6 +48,7 @@ from node.storage.diskstore import DiskChunkStore
 from node.storage.replication import Drop, Push, Query, ReplicationConfig, Replicator
 from node.transport.aio import Transport
 from node.transport.events import Connected, HandshakeFailed, PeerClosed, PeerDead
+from node.transport.session import CODE_IDLE
 
 log = logging.getLogger("troon.node")
 
@@ -55,6 +56,8 @@ MAX_CONCURRENT_REQUESTS = 256
 MAX_CONCURRENT_REPLICATION = 16
 KEEP_CLOSE = 8
 """Sessions kept open to this many nearest contacts, so their death is seen at once."""
+IDLE_SESSION = 20.0
+"""Other sessions unused for this long are closed (with CODE_IDLE) to save keep-alives."""
 PUT_QUORUM = 3
 """A client PUT is acknowledged once this many holders stored it; repair makes the rest."""
 RESPONSIBILITY_MARGIN = 2
@@ -195,6 +198,8 @@ class NodeService:
                     region=self.config.region,
                     version=__version__,
                 )
+            elif isinstance(item, PeerClosed) and item.code == CODE_IDLE:
+                pass  # an idle session was closed; the peer is still a member
             elif isinstance(item, PeerDead | PeerClosed | HandshakeFailed):
                 self._on_peer_gone(item.peer)
 
@@ -472,9 +477,19 @@ class NodeService:
             )
 
     def _keep_close_sessions(self) -> None:
+        """Hold sessions to our nearest neighbours; close other idle node sessions."""
+        keep = {c.public_key for c in self.table.closest(self.name, KEEP_CLOSE)}
         for contact in self.table.closest(self.name, KEEP_CLOSE):
             if not self.transport.endpoint.is_connected(contact.public_key):
                 self._spawn(self._ping(contact))
+        now = self.now()
+        for peer in self.transport.endpoint.peers():
+            if peer in keep or self.roles.get(peer) != "node":
+                continue
+            last = self.rpc.last_used.setdefault(peer, now)
+            if now - last > IDLE_SESSION:
+                self.rpc.last_used.pop(peer, None)
+                self.transport.close_peer(peer, "idle", CODE_IDLE)
 
     def _save_bootstrap_cache(self) -> None:
         contacts = self.table.closest(self.name, 64)

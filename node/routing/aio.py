@@ -59,7 +59,8 @@ async def run_lookup(
             )
         except RpcError as exc:
             lookup.on_failure(contact.name, now=loop.time())
-            outcome.failed.append(contact)
+            if exc.code != "peer_closed":  # an idle-closed session is no sign of death
+                outcome.failed.append(contact)
             outcome.trace.append(_hop(contact, started, loop.time(), error=exc.code))
         else:
             closer = contacts_from_wire(reply.body["contacts"])

@@ -37,6 +37,10 @@ class RpcError(Exception):
         self.message = message
 
 
+class _PeerGone(TransportError):
+    """The session ended while a call was waiting for its reply."""
+
+
 class Incoming(NamedTuple):
     """A request or notification from a peer."""
 
@@ -53,6 +57,8 @@ class Rpc:
         self._rids = itertools.count(secrets.randbelow(1 << 40))
         self._pending: dict[int, tuple[bytes, asyncio.Future[Message]]] = {}
         self.counters: Counter[str] = Counter()
+        self.last_used: dict[bytes, float] = {}
+        """When we last sent a request to, or got any message from, each peer."""
 
     async def call(
         self,
@@ -72,6 +78,7 @@ class Rpc:
                 await self.transport.connect(peer, addr, timeout=limit)
             except TransportError as exc:
                 raise RpcError("unreachable", str(exc)) from exc
+        self.last_used[peer] = asyncio.get_running_loop().time()
         rid = next(self._rids)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[rid] = (peer, fut)
@@ -83,6 +90,8 @@ class Rpc:
         except TimeoutError as exc:
             self.counters["timeouts"] += 1
             raise RpcError("timeout", f"{kind.name} got no reply in {limit:.1f} s") from exc
+        except _PeerGone as exc:
+            raise RpcError("peer_closed", str(exc)) from exc
         except TransportError as exc:
             raise RpcError("unreachable", str(exc)) from exc
         finally:
@@ -114,7 +123,9 @@ class Rpc:
             if not isinstance(event, MessageReceived):
                 if isinstance(event, PeerDead | PeerClosed | HandshakeFailed):
                     self._fail_peer(event.peer, type(event).__name__)
+                    self.last_used.pop(event.peer, None)
                 return event
+            self.last_used[event.peer] = asyncio.get_running_loop().time()
             try:
                 msg = decode(event.data)
             except MessageError:
@@ -137,4 +148,4 @@ class Rpc:
     def _fail_peer(self, peer: bytes, why: str) -> None:
         for owner, fut in list(self._pending.values()):
             if owner == peer and not fut.done():
-                fut.set_exception(TransportError(f"peer gone ({why})"))
+                fut.set_exception(_PeerGone(f"peer gone ({why})"))

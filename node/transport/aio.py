@@ -178,8 +178,8 @@ class Transport:
         self._drain_waiters.append((peer, threshold, fut))
         await fut
 
-    def close_peer(self, peer: bytes, reason: str = "") -> None:
-        self.endpoint.close(peer, reason)
+    def close_peer(self, peer: bytes, reason: str = "", code: int = 0) -> None:
+        self.endpoint.close(peer, reason, code)
         self._schedule_service()
 
     async def recv(self) -> Event:

@@ -36,7 +36,7 @@ from node.transport.handshake import (
     Responder,
 )
 from node.transport.protection import ProtectionError
-from node.transport.session import CODE_PROTOCOL, ProtocolViolation, Session
+from node.transport.session import CODE_NORMAL, CODE_PROTOCOL, ProtocolViolation, Session
 from node.transport.streams import StreamError
 from node.transport.wire import CID_LEN, MAX_RECV_DATAGRAM, WireError
 
@@ -129,11 +129,11 @@ class Endpoint:
             raise TransportError(str(exc)) from exc
         self._dirty.add(session)
 
-    def close(self, peer: bytes, reason: str = "") -> None:
-        """Graceful close: the peer sees it at once."""
+    def close(self, peer: bytes, reason: str = "", code: int = CODE_NORMAL) -> None:
+        """Graceful close: the peer sees it at once (``code`` tells why, e.g. CODE_IDLE)."""
         session = self._sessions.get(peer)
         if session is not None:
-            session.close(reason)
+            session.close(reason, code)
             self._dirty.add(session)
         dial = self._dials.pop(peer, None)
         if dial is not None:

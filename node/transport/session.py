@@ -65,6 +65,8 @@ ACK_FRAME_RESERVE = 1 + 8 + 4 + 1 + 4 + 8 * 31
 CLOSE_REPEATS = 2
 CODE_NORMAL = 0
 CODE_PROTOCOL = 1
+CODE_IDLE = 2
+"""The session was idle and is closed to save keep-alives; the peer is not leaving."""
 
 
 COUNTERS = (
