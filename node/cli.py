@@ -30,6 +30,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keygen.set_defaults(func=cmd_keygen)
     run = cmds.add_parser("run", help="run a node until SIGTERM (graceful leave)")
     run.add_argument("--config", type=Path, required=True, help="node config YAML")
+    run.add_argument(
+        "--contact",
+        action="append",
+        default=[],
+        metavar="HOST:PORT/PUBKEYHEX",
+        help="a peer to join from (repeatable; adds to the config's contacts)",
+    )
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     run.set_defaults(func=cmd_run)
     demo = cmds.add_parser("demo", help="two node processes exchange encrypted data over UDP")
@@ -38,6 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
     import logging
     import signal
 
@@ -50,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         config = load_config(args.config)
+        if args.contact:
+            config = dataclasses.replace(config, contacts=(*config.contacts, *args.contact))
     except ConfigError as exc:
         print(f"config error in {args.config}: {exc}", file=sys.stderr)
         return 2
