@@ -11,6 +11,7 @@ import sys
 
 from node import __version__
 from node import cli as node_cli
+from testnet import cli as testnet_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"troon {__version__}")
     sub = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
     node_cli.register(sub)
+    testnet_cli.register(sub)
     return parser
 
 

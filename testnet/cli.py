@@ -1,0 +1,283 @@
+"""``troon testnet ...``: bring up, inspect, churn, check and tear down a testnet (an adapter).
+
+Every failure an operator can cause is one line on stderr that says what to do next, and
+exit code 2; never a traceback.  ``check`` exits 1 when acknowledged data is lost (or a
+sampled chunk cannot be read back); ``up`` exits 1 when some node did not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from node.admin import AdminCallError
+from node.client.aio import ClientError
+from testnet.api import Testnet
+from testnet.errors import SpecError, TestnetError
+from testnet.local import LEAVE_GRACE
+from testnet.spec import DEFAULT_NAME, ChurnSpec, TestnetSpec, load_spec, spec_from_dict
+from testnet.views import (
+    churn_view,
+    convergence_view,
+    oracle_view,
+    put_view,
+    report_view,
+    status_view,
+)
+
+DEFAULT_NODES = 8
+console = Console()
+errors = Console(stderr=True)
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``testnet`` command group to the top-level parser."""
+    group = sub.add_parser("testnet", help="run a local testnet of node processes")
+    cmds = group.add_subparsers(dest="testnet_cmd", required=True, metavar="COMMAND")
+
+    up = cmds.add_parser("up", help="start a testnet (default: 8 nodes named 'local')")
+    up.add_argument("spec", nargs="?", type=Path, help="testnet spec YAML")
+    up.add_argument("--nodes", type=_positive_int, help="node count (overrides the spec)")
+    up.add_argument("--name", help="testnet name (overrides the spec; default 'local')")
+    up.add_argument("--seed", type=_natural, help="seed (overrides the spec)")
+    up.add_argument("--concurrency", type=_positive_int, default=8, help="nodes starting at once")
+    up.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per node")
+    up.set_defaults(func=_guard(cmd_up))
+
+    status = cmds.add_parser("status", help="one row per node: name, addr, pid, routing, chunks")
+    _name_arg(status)
+    status.set_defaults(func=_guard(cmd_status))
+
+    down = cmds.add_parser("down", help="stop every node and remove the testnet's folder")
+    _name_arg(down)
+    down.add_argument(
+        "--grace",
+        type=_positive_float,
+        default=LEAVE_GRACE,
+        help="seconds between SIGTERM (graceful leave) and SIGKILL",
+    )
+    down.set_defaults(func=_guard(cmd_down))
+
+    put = cmds.add_parser("put", help="store random chunks through a client (kept in the ledger)")
+    _name_arg(put)
+    put.add_argument("--chunks", type=_natural, default=20, help="how many (default 20)")
+    put.add_argument("--size", type=_positive_int, default=4096, help="bytes each (default 4096)")
+    put.set_defaults(func=_guard(cmd_put))
+
+    check = cmds.add_parser("check", help="integrity oracle over every chunk in the ledger")
+    _name_arg(check)
+    check.add_argument("--sample", type=_natural, default=8, help="chunks to fetch end to end")
+    check.add_argument("--seed", type=_natural, help="seed of the sample")
+    check.set_defaults(func=_guard(cmd_check))
+
+    churn = cmds.add_parser("churn", help="crash and restart nodes on a seeded schedule")
+    _name_arg(churn)
+    churn.add_argument("--events", type=_positive_int, help="churn events (default 5)")
+    churn.add_argument("--interval", type=_positive_float, help="seconds between events")
+    churn.add_argument("--seed", type=_natural, help="schedule seed (default: the testnet's)")
+    churn.add_argument("--mode", choices=("fixed", "random"), help="fixed or Poisson gaps")
+    churn.add_argument("--kills", type=_positive_int, help="nodes killed per event")
+    churn.add_argument("--restart-after", type=_restart_after, help="seconds, or 'never'")
+    churn.set_defaults(func=_guard(cmd_churn))
+
+    conv = cmds.add_parser("converge", help="wait until every node knows its nearest peers")
+    _name_arg(conv)
+    conv.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds")
+    conv.set_defaults(func=_guard(cmd_converge))
+
+    for name, helptext, func in (
+        ("kill", "crash one node (SIGKILL)", cmd_kill),
+        ("restart", "start a stopped node again (same identity and chunks)", cmd_restart),
+    ):
+        p = cmds.add_parser(name, help=helptext)
+        _name_arg(p)
+        p.add_argument("index", type=_natural, help="node index (see status)")
+        p.set_defaults(func=_guard(func))
+
+
+def _name_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", default=DEFAULT_NAME, help="testnet name")
+
+
+def _number(kind: Callable[[str], Any], low: float, text: str, what: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not math.isfinite(value) or value < low:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return int(_number(int, 1, text, "an integer >= 1"))
+
+
+def _natural(text: str) -> int:
+    return int(_number(int, 0, text, "an integer >= 0"))
+
+
+def _positive_float(text: str) -> float:
+    value = float(_number(float, 0.0, text, "a number > 0"))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
+    return value
+
+
+def _restart_after(text: str) -> float:
+    if text == "never":
+        return -1.0
+    return float(_number(float, 0.0, text, "a number >= 0 or 'never'"))
+
+
+def _guard(func: Command) -> Command:
+    """Turn every operator-facing failure into one red line and exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (TestnetError, AdminCallError, ClientError) as exc:
+            errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            return 2
+        except OSError as exc:
+            errors.print(f"[red]error:[/red] {exc}; check the path and permissions", soft_wrap=True)
+            return 2
+
+    return run
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def build_spec(args: argparse.Namespace) -> TestnetSpec:
+    """The spec file (if any) with the command-line overrides applied and re-validated."""
+    raw: dict[str, Any] = {"nodes": DEFAULT_NODES}
+    if args.spec is not None:
+        raw = load_spec(args.spec).to_dict()
+    if args.nodes is not None:
+        if "regions" in raw:
+            raise SpecError("--nodes: the spec lists regions; change their nodes in the spec")
+        raw["nodes"] = args.nodes
+    if args.name is not None:
+        raw["name"] = args.name
+    if args.seed is not None:
+        raw["seed"] = args.seed
+    try:
+        return spec_from_dict(raw)
+    except SpecError as exc:
+        flag = str(exc).split(":")[0]
+        if flag in ("name", "seed", "nodes"):
+            raise SpecError(f"--{exc}") from None
+        raise
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    spec = build_spec(args)
+    net, report = Testnet.up(
+        spec, console=console, concurrency=args.concurrency, ready_timeout=args.timeout
+    )
+    console.print(report_view(report))
+    if report.ok:
+        console.print(f"next: `troon testnet status {net.name}`, `troon testnet put {net.name}`")
+        return 0
+    console.print(f"some nodes failed; logs are in {net.state.root}/nodes/*/node.log")
+    return 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    net = Testnet.open(args.name)
+    console.print(status_view(net.name, net.status()))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    net = Testnet.open(args.name)
+    report = net.down(grace=args.grace, console=console)
+    console.print(report_view(report))
+    console.print(f"removed {net.state.root}")
+    return 0 if report.ok else 1
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    net = Testnet.open(args.name)
+    report = net.put(args.chunks, args.size, console=console)
+    console.print(put_view(report))
+    return 0 if not report.failures else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    net = Testnet.open(args.name)
+    report = net.check(sample=args.sample, seed=args.seed)
+    console.print(oracle_view(report))
+    return 1 if report.data_lost else 0
+
+
+def churn_spec(args: argparse.Namespace, base: ChurnSpec | None) -> ChurnSpec:
+    """The testnet spec's churn section (or defaults) with the command-line flags applied."""
+    spec = base or ChurnSpec(events=5)
+    changes: dict[str, Any] = {}
+    if args.events is not None:
+        changes.update(events=args.events, duration_s=None)
+    for flag, field in (("interval", "interval_s"), ("mode", "mode"), ("kills", "kills_per_event")):
+        if getattr(args, flag) is not None:
+            changes[field] = getattr(args, flag)
+    if args.restart_after is not None:
+        changes["restart_after_s"] = None if args.restart_after < 0 else args.restart_after
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    return dataclasses.replace(spec, **changes)
+
+
+def cmd_churn(args: argparse.Namespace) -> int:
+    net = Testnet.open(args.name)
+    spec = churn_spec(args, net.spec.churn)
+    if spec.kills_per_event >= net.spec.nodes:
+        raise SpecError(f"--kills: {spec.kills_per_event} would kill all {net.spec.nodes} nodes")
+    plan = net.churn_plan(spec)
+    last = plan[-1].at if plan else 0.0
+    seed = net.spec.seed if spec.seed is None else spec.seed
+    console.print(f"{len(plan)} actions over {last:.0f} s (seed {seed})")
+    outcomes = net.churn(plan, console=console)
+    console.print(churn_view(outcomes))
+    console.print(f"next: `troon testnet check {net.name}` to see what the churn did to the data")
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def cmd_converge(args: argparse.Namespace) -> int:
+    net = Testnet.open(args.name)
+    report = net.converge(timeout=args.timeout)
+    console.print(convergence_view(report))
+    return 0 if report.converged else 1
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    result = Testnet.open(args.name).kill(args.index)
+    console.print(f"n{args.index:03d}: {result.detail}")
+    return 0 if result.ok else 1
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    result = Testnet.open(args.name).restart(args.index)
+    console.print(f"n{args.index:03d}: {result.detail}")
+    return 0 if result.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m testnet.cli ...`` without the console package (for debugging)."""
+    parser = argparse.ArgumentParser(prog="troon")
+    register(parser.add_subparsers(dest="group", required=True))
+    args = parser.parse_args(["testnet", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
