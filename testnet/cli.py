@@ -186,11 +186,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         spec, console=console, concurrency=args.concurrency, ready_timeout=args.timeout
     )
     console.print(report_view(report))
-    if report.ok:
-        console.print(f"next: `troon testnet status {net.name}`, `troon testnet put {net.name}`")
-        return 0
-    console.print(f"some nodes failed; logs are in {net.state.root}/nodes/*/node.log")
-    return 1
+    if not report.ok:
+        console.print(f"some nodes failed; logs are in {net.state.root}/nodes/*/node.log")
+        return 1
+    conv = net.converge(timeout=max(30.0, args.timeout))
+    console.print(convergence_view(conv))
+    if not conv.converged:
+        console.print(f"routing has not converged yet; try `troon testnet converge {net.name}`")
+        return 1
+    console.print(f"next: `troon testnet status {net.name}`, `troon testnet put {net.name}`")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
