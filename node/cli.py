@@ -44,6 +44,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
+def main_run(argv: list[str]) -> int:
+    """``troon node run ARGV...`` without the top-level parser (for fork servers)."""
+    parser = argparse.ArgumentParser(prog="troon")
+    register(parser.add_subparsers(dest="group", required=True))
+    args = parser.parse_args(["node", "run", *argv])
+    return int(args.func(args))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
     import logging

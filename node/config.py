@@ -67,7 +67,7 @@ class NodeConfig:
     k: int = 20
     alpha: int = 3
     audit_interval: float = 10.0
-    refresh_interval: float = 60.0
+    refresh_interval: float = 300.0
     request_timeout: float = 3.0
     transport: TransportConfig = NODE_TRANSPORT
 

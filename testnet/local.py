@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from rich.console import Console
 
 from testnet import procs
 from testnet.errors import BackendError, StateError
+from testnet.forkserver import ForkServer
 from testnet.progress import ProgressCb, no_progress, progress_bar
 from testnet.spec import TestnetSpec
 from testnet.state import NodeInfo, State, list_testnets
@@ -91,6 +92,7 @@ class LocalTestnet:
 
     def __init__(self, state: State) -> None:
         self.state = state
+        self._spawner: Callable[[Path, Path], int] = procs.spawn_node
 
     # -- finding testnets -----------------------------------------------------------------
 
@@ -189,6 +191,16 @@ class LocalTestnet:
     def _start_all(
         self, spec: TestnetSpec, concurrency: int, timeout: float, advance: ProgressCb
     ) -> list[NodeResult]:
+        with ForkServer(procs.node_env()) as server:
+            self._spawner = server.spawn
+            try:
+                return self._start_each(spec, concurrency, timeout, advance)
+            finally:
+                self._spawner = procs.spawn_node
+
+    def _start_each(
+        self, spec: TestnetSpec, concurrency: int, timeout: float, advance: ProgressCb
+    ) -> list[NodeResult]:
         results: dict[int, NodeResult] = {}
         self._launch(0, spec, [])
         first = self._await({0: _Starting(self.pid(0) or 0, time.monotonic())}, timeout, advance)
@@ -248,7 +260,7 @@ class LocalTestnet:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
             f.write(f"--- troon: starting node {index} at {stamp} ---\n")
         log.chmod(0o600)
-        pid = procs.spawn_node(path.resolve(), log.resolve())
+        pid = self._spawner(path.resolve(), log.resolve())
         self.state.write_pid(index, pid)
         return pid
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import node
 
+FORKED_MARKER = b"testnet.forkserver"
+
 EXIT_STATUS: dict[int, int] = {}  # pid -> waitpid status of children reaped here
 _DROP_ENV = ("TROON_CONTACTS", "TROON_ADMIN_TOKEN")  # would leak into every node's config
 
@@ -92,7 +94,8 @@ def pid_alive(pid: int, marker: str) -> bool:
     fields = stat.rpartition(")")[2].split()
     if not fields or fields[0] in ("Z", "X"):  # zombie or dead: exited, not yet reaped
         return False
-    return marker.encode() in cmdline
+    # Nodes forked by testnet.forkserver carry the server's command line, not their config.
+    return marker.encode() in cmdline or FORKED_MARKER in cmdline
 
 
 def send(pid: int, sig: signal.Signals) -> bool:
