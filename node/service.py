@@ -421,8 +421,13 @@ class NodeService:
 
     async def _maintain(self) -> None:
         await self._join()
-        self._write_node_json()
+        self._write_node_json()  # ready: we know our neighbourhood; farther buckets fill next
         self.ready.set()
+        started = self.now()
+        await self._refresh(force=True)
+        log.info(
+            "buckets refreshed: %d contacts after %.2f s", len(self.table), self.now() - started
+        )
         while not self._stop.is_set():
             await self._refresh()
             self._keep_close_sessions()
@@ -447,9 +452,12 @@ class NodeService:
         joined = self.now()
         outcome = await self.lookup(self.name)
         self._observe_all(outcome)
-        log.info("self-lookup: %d rounds, %.2f s", outcome.lookup.rounds, self.now() - joined)
-        await self._refresh(force=True)
-        log.info("joined with %d contacts in %.2f s", len(self.table), self.now() - joined)
+        log.info(
+            "joined with %d contacts: self-lookup %d rounds, %.2f s",
+            len(self.table),
+            outcome.lookup.rounds,
+            self.now() - joined,
+        )
 
     def _initial_contacts(self) -> list[Contact]:
         out: list[Contact] = []
@@ -472,19 +480,14 @@ class NodeService:
         due = self.table.buckets_needing_refresh(now=now)
         if force:
             due = sorted(set(due) | {self.table.bucket_of(c.name) for c in self.table.contacts()})
-        for index in due[:16]:
-            target = self.table.random_name_in_bucket(index, self._rng)
-            started = self.now()
-            outcome = await self.lookup(target)
-            self._observe_all(outcome)
-            self.table.mark_refreshed(index, now=self.now())
-            log.debug(
-                "refreshed bucket %d: %d requests, %d failed, %.2f s",
-                index,
-                outcome.lookup.requests,
-                len(outcome.failed),
-                self.now() - started,
-            )
+        await asyncio.gather(*(self._refresh_bucket(i) for i in due[:16]))
+
+    async def _refresh_bucket(self, index: int) -> None:
+        """Look up a random name in bucket ``index`` (paper s2.3) with the light k."""
+        target = self.table.random_name_in_bucket(index, self._rng)
+        outcome = await self.lookup(target, config=self.data_lookup_config)
+        self._observe_all(outcome)
+        self.table.mark_refreshed(index, now=self.now())
 
     def _keep_close_sessions(self) -> None:
         """Hold sessions to our nearest neighbours; close other idle node sessions."""

@@ -75,7 +75,7 @@ class Testnet:
         *,
         home: Path | None = None,
         console: Console | None = None,
-        concurrency: int = 8,
+        concurrency: int = 24,
         ready_timeout: float = 60.0,
     ) -> tuple[Testnet, Report]:
         backend, report = LocalTestnet.up(

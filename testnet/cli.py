@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--nodes", type=_positive_int, help="node count (overrides the spec)")
     up.add_argument("--name", help="testnet name (overrides the spec; default 'local')")
     up.add_argument("--seed", type=_natural, help="seed (overrides the spec)")
-    up.add_argument("--concurrency", type=_positive_int, default=8, help="nodes starting at once")
+    up.add_argument("--concurrency", type=_positive_int, default=24, help="nodes starting at once")
     up.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per node")
     up.set_defaults(func=_guard(cmd_up))
 

@@ -32,7 +32,7 @@ from testnet.spec import TestnetSpec
 from testnet.state import NodeInfo, State, list_testnets
 
 MAX_CONTACTS = 3
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 24
 READY_TIMEOUT = 60.0  # seconds from spawn to node.json
 LEAVE_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 KILL_WAIT = 5.0  # seconds for a SIGKILLed process to vanish
