@@ -1,0 +1,69 @@
+"""Real processes on loopback: a 30-node testnet loses nothing while 3 of a chunk's 4 holders
+are killed one after another, and a restarted node comes back with its data.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from node.admin import admin_call
+from testnet.api import Testnet
+from testnet.oracle import OracleReport
+from testnet.spec import spec_from_dict
+
+pytestmark = pytest.mark.slow
+
+WAIT = 60.0
+
+
+def healed(net: Testnet) -> OracleReport:
+    deadline = time.monotonic() + WAIT
+    report = net.check(sample=0)
+    while not report.clean and time.monotonic() < deadline:
+        time.sleep(0.5)
+        report = net.check(sample=0)
+    return report
+
+
+def test_three_of_four_holders_killed_in_turn_lose_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TROON_HOME", str(tmp_path))
+    spec = spec_from_dict(
+        {"name": "heal", "nodes": 30, "seed": 11, "node": {"audit_interval": 2.0}}
+    )
+    net, up = Testnet.up(spec)
+    try:
+        assert up.ok, [r.detail for r in up.failed]
+        assert net.converge(timeout=WAIT).converged
+        put = net.put(200, 2048)
+        assert (put.stored, put.failures) == (200, ())
+        first = net.check(sample=0)
+        assert first.clean, first.counts
+        target = first.verdicts[0]
+        by_name = {info.name: i for i, info in net.live().items()}
+        killed: list[int] = []
+        for holder in list(target.holders)[:3]:
+            index = by_name[holder]
+            assert net.kill(index).ok
+            killed.append(index)
+            report = healed(net)
+            assert report.clean, report.counts
+            assert not report.data_lost
+        final = net.check(sample=10, seed=5)
+        assert final.clean and all(f.ok for f in final.fetches)
+        assert final.live == 27
+
+        # A restarted node keeps its identity and the chunks on its disk.
+        index = killed[0]
+        restarted = net.restart(index)
+        assert restarted.ok, restarted.detail
+        info = net.live()[index]
+        assert info.name == target.holders[0]
+        chunks = admin_call(*info.admin, net.state.token, "GET", "/chunks")
+        assert target.name.hex() in chunks["names"]
+    finally:
+        net.down(grace=3.0)
