@@ -56,6 +56,8 @@ MAX_CONCURRENT_REQUESTS = 256
 MAX_CONCURRENT_REPLICATION = 16
 KEEP_CLOSE = 8
 """Sessions kept open to this many nearest contacts, so their death is seen at once."""
+SELF_LOOKUP_INTERVAL = 30.0
+"""Seconds between lookups of our own name, which keep our nearest neighbours complete."""
 IDLE_SESSION = 20.0
 """Other sessions unused for this long are closed (with CODE_IDLE) to save keep-alives."""
 PUT_QUORUM = 3
@@ -370,7 +372,8 @@ class NodeService:
             timeout=self.config.request_timeout,
         )
         for contact in outcome.failed:
-            self._apply(self.table.on_ping_result(contact.name, alive=False, now=self.now()))
+            # A lookup timeout on a busy machine is no proof of death: ping before evicting.
+            self._spawn(self._ping(contact))
         self.counters["lookups"] += 1
         return outcome
 
@@ -428,8 +431,12 @@ class NodeService:
         log.info(
             "buckets refreshed: %d contacts after %.2f s", len(self.table), self.now() - started
         )
+        last_self_lookup = self.now()
         while not self._stop.is_set():
             await self._refresh()
+            if self.now() - last_self_lookup >= SELF_LOOKUP_INTERVAL:
+                self._observe_all(await self.lookup(self.name))
+                last_self_lookup = self.now()
             self._keep_close_sessions()
             self._save_bootstrap_cache()
             await asyncio.sleep(min(self.config.refresh_interval, 5.0))

@@ -6,7 +6,8 @@ back down, checking that each inner map sits exactly one level below the outer o
 
 Invariants: chunk ``i``'s keys need the source hashes of its neighbours, and chunks 0 and 1
 need the *last two* chunks' hashes, so encryption holds chunks 0 and 1 until the input ends
-and encrypts every other chunk as soon as it is read. ``put_chunk`` and ``get_chunk`` are
+(or reads them again, for a seekable file) and encrypts every other chunk as soon as it is
+read. ``put_chunk`` and ``get_chunk`` are
 called from the calling thread only; every fetched chunk is checked against its name.
 """
 

@@ -92,6 +92,7 @@ def decrypt_stream(
         first = expand(data_map, get_chunk, pool)
         for plain in decrypt_level(first, get_chunk, pool):
             write(plain)
+            del plain  # do not hold a chunk while the next one is fetched
 
 
 def read_pieces(read: Read, size: int) -> Iterator[Buffer]:
@@ -105,6 +106,7 @@ def read_pieces(read: Read, size: int) -> Iterator[Buffer]:
 
 
 def read_exactly(read: Read, want: int, done: int, size: int) -> bytes:
+    """Exactly ``want`` bytes from ``read`` (``done`` of ``size`` read so far, for errors)."""
     parts: list[bytes] = []
     got = 0
     while got < want:
