@@ -56,8 +56,9 @@ MAX_CONCURRENT_REQUESTS = 256
 MAX_CONCURRENT_REPLICATION = 16
 KEEP_CLOSE = 8
 """Sessions kept open to this many nearest contacts, so their death is seen at once."""
-SELF_LOOKUP_INTERVAL = 30.0
-"""Seconds between lookups of our own name, which keep our nearest neighbours complete."""
+SELF_LOOKUP_INTERVAL = (10.0, 60.0, 120.0)
+"""Seconds between lookups of our own name, which keep our nearest neighbours complete:
+every 10 s during the first 120 s (neighbours are still arriving), then every 60 s."""
 IDLE_SESSION = 20.0
 """Other sessions unused for this long are closed (with CODE_IDLE) to save keep-alives."""
 PUT_QUORUM = 3
@@ -434,7 +435,9 @@ class NodeService:
         last_self_lookup = self.now()
         while not self._stop.is_set():
             await self._refresh()
-            if self.now() - last_self_lookup >= SELF_LOOKUP_INTERVAL:
+            early, late, settle = SELF_LOOKUP_INTERVAL
+            interval = early if self.now() - self.started_at < settle else late
+            if self.now() - last_self_lookup >= interval:
                 self._observe_all(await self.lookup(self.name))
                 last_self_lookup = self.now()
             self._keep_close_sessions()
