@@ -20,7 +20,7 @@ lives in :mod:`node.storage.diskstore`; both pass ``tests/storage/conformance.py
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -190,22 +190,25 @@ def make_stats(
     }
 
 
-class MemoryChunkStore:
-    """A :class:`ChunkStore` in a dict: for unit tests and the FakeNet, not for real nodes."""
+class StoreBase:
+    """Accounting every store shares: capacity, used/free bytes, names, open/closed.
 
-    def __init__(self, capacity: int = DEFAULT_MEMORY_CAPACITY) -> None:
-        self._capacity = check_capacity(capacity)
-        self._chunks: dict[bytes, bytes] = {}
-        self._used = 0
-        self._corrupt = 0
-        self._rejected = 0
-        self._closed = False
-        self._lock = threading.Lock()
+    A subclass sets ``_capacity``, ``_used``, ``_closed`` and ``_lock`` and says in
+    :meth:`_held` which mapping's keys are the names it holds.
+    """
 
-    @property
-    def capacity(self) -> int:
-        """Bytes of chunk content this store may hold."""
-        return self._capacity
+    _capacity: int
+    _used: int
+    _closed: bool
+    _lock: threading.Lock
+
+    _rejected: int
+
+    def _held(self) -> Mapping[bytes, object]:
+        raise NotImplementedError
+
+    def _put_locked(self, name: bytes, data: bytes) -> bool:
+        raise NotImplementedError
 
     def put(self, name: bytes, data: bytes) -> bool:
         """Store a verified chunk; False if already held; StoreFull if it would not fit."""
@@ -219,6 +222,63 @@ class MemoryChunkStore:
             with self._lock:
                 self._rejected += 1
             raise
+
+    @property
+    def capacity(self) -> int:
+        """Bytes of chunk content this store may hold."""
+        return self._capacity
+
+    def names(self) -> Iterator[bytes]:
+        """A snapshot of the held names."""
+        with self._lock:
+            self._check_open()
+            return iter(list(self._held()))
+
+    def used_bytes(self) -> int:
+        """Sum of the held chunks' lengths."""
+        with self._lock:
+            return self._used
+
+    def free_bytes(self) -> int:
+        """Capacity left for new chunks."""
+        with self._lock:
+            return max(0, self._capacity - self._used)
+
+    def close(self) -> None:
+        """Refuse further data calls (counters stay readable); idempotent."""
+        with self._lock:
+            self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("this chunk store is closed; open a new one")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class MemoryChunkStore(StoreBase):
+    """A :class:`ChunkStore` in a dict: for unit tests and the FakeNet, not for real nodes."""
+
+    def __init__(self, capacity: int = DEFAULT_MEMORY_CAPACITY) -> None:
+        self._capacity = check_capacity(capacity)
+        self._chunks: dict[bytes, bytes] = {}
+        self._used = 0
+        self._corrupt = 0
+        self._rejected = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def _held(self) -> Mapping[bytes, object]:
+        return self._chunks
 
     def _put_locked(self, name: bytes, data: bytes) -> bool:
         self._check_open()
@@ -265,22 +325,6 @@ class MemoryChunkStore:
         self._used -= len(data)
         return True
 
-    def names(self) -> Iterator[bytes]:
-        """A snapshot of the held names."""
-        with self._lock:
-            self._check_open()
-            return iter(list(self._chunks))
-
-    def used_bytes(self) -> int:
-        """Sum of the held chunks' lengths."""
-        with self._lock:
-            return self._used
-
-    def free_bytes(self) -> int:
-        """Capacity left for new chunks."""
-        with self._lock:
-            return max(0, self._capacity - self._used)
-
     def stats(self) -> dict[str, int]:
         """Counters: see :data:`STATS_KEYS`."""
         with self._lock:
@@ -291,23 +335,3 @@ class MemoryChunkStore:
                 corrupt=self._corrupt,
                 rejected=self._rejected,
             )
-
-    def close(self) -> None:
-        """Refuse further data calls (counters stay readable); idempotent."""
-        with self._lock:
-            self._closed = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosed("this chunk store is closed; open a new one")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -35,22 +35,21 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
 from node.storage.chunkstore import (
     MAX_CHUNK_SIZE,
     ChunkCorrupt,
     ChunkNotFound,
+    StoreBase,
     StoreClosed,
     StoreError,
     StoreFull,
     StoreLocked,
     check_capacity,
-    check_chunk,
     check_name,
     chunk_name,
     full_error,
@@ -68,7 +67,7 @@ _PREFIX_DIR = re.compile(r"[0-9a-f]{2}")
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class DiskChunkStore:
+class DiskChunkStore(StoreBase):
     """A :class:`~node.storage.chunkstore.ChunkStore` in a directory the node owns."""
 
     def __init__(self, root: Path, capacity: int) -> None:
@@ -100,10 +99,8 @@ class DiskChunkStore:
         """The directory this store owns."""
         return self._root
 
-    @property
-    def capacity(self) -> int:
-        """Bytes of chunk content this store may hold."""
-        return self._capacity
+    def _held(self) -> Mapping[bytes, object]:
+        return self._sizes
 
     # -- opening --------------------------------------------------------------------------
 
@@ -138,19 +135,6 @@ class DiskChunkStore:
         self._used += size
 
     # -- the ChunkStore API ---------------------------------------------------------------
-
-    def put(self, name: bytes, data: bytes) -> bool:
-        """Store a verified chunk durably; False if already held; StoreFull if it won't fit."""
-        try:
-            name, data = check_chunk(name, data)
-            with self._lock:
-                return self._put_locked(name, data)
-        except StoreClosed:
-            raise
-        except StoreError:
-            with self._lock:
-                self._rejected += 1
-            raise
 
     def _put_locked(self, name: bytes, data: bytes) -> bool:
         self._check_open()
@@ -241,22 +225,6 @@ class DiskChunkStore:
             self._used -= self._sizes.pop(name)
             return True
 
-    def names(self) -> Iterator[bytes]:
-        """A snapshot of the held names."""
-        with self._lock:
-            self._check_open()
-            return iter(list(self._sizes))
-
-    def used_bytes(self) -> int:
-        """Sum of the held chunks' lengths."""
-        with self._lock:
-            return self._used
-
-    def free_bytes(self) -> int:
-        """Capacity left for new chunks."""
-        with self._lock:
-            return max(0, self._capacity - self._used)
-
     def stats(self) -> dict[str, int]:
         """The common counters plus ``stray_temps_cleaned`` and ``ignored_files`` (at open)."""
         with self._lock:
@@ -277,17 +245,6 @@ class DiskChunkStore:
             if not self._closed:
                 self._closed = True
                 self._lock_file.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- helpers --------------------------------------------------------------------------
 
