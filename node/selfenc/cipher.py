@@ -1,9 +1,9 @@
 """Per-chunk self-encryption (SELFENC.md, "Per chunk i of n").
 
-``encrypted = XOR(ChaCha20Poly1305(key, nonce).encrypt(brotli_q6(plain)), pad)`` where pad,
-key and nonce come from BLAKE3 in derive-key mode over the chunk's own source hash, its two
-neighbours' source hashes, its index and the DataMap's child level. The chunk's network name
-is ``BLAKE3(encrypted)``.
+``encrypted = XOR(ChaCha20Poly1305(key, nonce).encrypt(brotli_q6(plain)), pad)``, the AEAD
+being RFC 8439's with no associated data. Pad, key and nonce come from BLAKE3 in derive-key
+mode over the chunk's own source hash, its two neighbours' source hashes, its index and the
+DataMap's child level. The chunk's network name is ``BLAKE3(encrypted)``.
 
 Compression uses the Rust ``brotli`` crate (through ``cramjam``), the encoder the reference
 uses: Google's C encoder (Python ``brotli``) frames even incompressible multi-MB chunks into
@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .errors import SelfEncryptionError
+from .obfuscation import xor_pad_into
 
 __all__ = [
     "ChunkKeys",
@@ -35,7 +36,6 @@ __all__ = [
     "content_hash",
     "decrypt_chunk",
     "encrypt_chunk",
-    "xor_pad_into",
 ]
 
 KDF_CONTEXT = "self_encryption/chunk/v2"
@@ -47,9 +47,6 @@ TAG_SIZE = 16  # Poly1305
 BROTLI_QUALITY = 6
 _KDF_OUTPUT = PAD_SIZE + KEY_SIZE + NONCE_SIZE
 _U64X2 = struct.Struct("<QQ")
-# XOR runs over big-int blocks: a whole number of pads, small enough to stay in cache.
-_XOR_PADS_PER_BLOCK = 315
-_XOR_BLOCK = PAD_SIZE * _XOR_PADS_PER_BLOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +71,6 @@ def chunk_keys(
     hasher.update(src_hash + n1_hash + n2_hash + _U64X2.pack(index, child_level))
     out = hasher.digest(length=_KDF_OUTPUT)
     return ChunkKeys(pad=out[:PAD_SIZE], key=out[PAD_SIZE:-NONCE_SIZE], nonce=out[-NONCE_SIZE:])
-
-
-def xor_pad_into(buffer: bytearray, pad: bytes) -> None:
-    """XOR ``pad``, repeated, into ``buffer`` in place, block by block on Python big ints."""
-    size = len(buffer)
-    block_pad = int.from_bytes(pad * _XOR_PADS_PER_BLOCK, "little")
-    full = size - size % _XOR_BLOCK
-    with memoryview(buffer) as view:
-        for start in range(0, full, _XOR_BLOCK):
-            block = int.from_bytes(view[start : start + _XOR_BLOCK], "little") ^ block_pad
-            view[start : start + _XOR_BLOCK] = block.to_bytes(_XOR_BLOCK, "little")
-        tail = size - full
-        if tail:
-            block = int.from_bytes(view[full:], "little") ^ (block_pad & ((1 << (8 * tail)) - 1))
-            view[full:] = block.to_bytes(tail, "little")
 
 
 def encrypt_chunk(plain: bytes | memoryview, keys: ChunkKeys) -> bytes:

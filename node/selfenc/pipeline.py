@@ -1,6 +1,6 @@
 """Bounded, ordered parallel map over chunks (DESIGN.md section 4: measured, not assumed).
 
-BLAKE3, Brotli and the AEAD release the GIL on large buffers, so a thread pool over chunks
+BLAKE3, Brotli, the AEAD and the NumPy XOR release the GIL on large buffers, so a pool over chunks
 gives real parallelism. :func:`ordered_map` keeps at most ``depth`` tasks submitted but not
 yet consumed, so a stream holds only a few chunks in memory, and yields results in input
 order. With one worker, tasks run inline on the calling thread (no pool at all).
@@ -27,7 +27,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # Each worker holds about three chunk-sized buffers (~12 MB); four bound a stream's memory.
-DEFAULT_MAX_WORKERS = 4
+DEFAULT_MAX_WORKERS = 2
 
 
 class Workers:
