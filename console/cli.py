@@ -1,6 +1,7 @@
 """The ``troon`` command: one entry point, command groups per package.
 
-``troon node ...`` (node/cli.py).  The console package sits at the top of the
+``troon node ...`` (node/cli.py), ``troon testnet ...`` (testnet/cli.py), ``troon put``
+and ``troon get`` (console/datacli.py).  The console package sits at the top of the
 dependency picture, so it is the one place allowed to gather every group.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from console import datacli
 from node import __version__
 from node import cli as node_cli
 from testnet import cli as testnet_cli
@@ -23,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
     node_cli.register(sub)
     testnet_cli.register(sub)
+    datacli.register(sub)
     return parser
 
 

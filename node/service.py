@@ -43,7 +43,7 @@ from node.routing.table import (
     RoutingTable,
 )
 from node.rpc.aio import Incoming, Rpc, RpcError
-from node.storage.chunkstore import StoreError, chunk_name
+from node.storage.chunkstore import MAX_CHUNK_SIZE, StoreError, chunk_name
 from node.storage.diskstore import DiskChunkStore
 from node.storage.replication import Drop, Push, Query, ReplicationConfig, Replicator
 from node.transport.aio import Transport
@@ -63,6 +63,8 @@ IDLE_SESSION = 20.0
 """Other sessions unused for this long are closed (with CODE_IDLE) to save keep-alives."""
 PUT_QUORUM = 3
 """A client PUT is acknowledged once this many holders stored it; repair makes the rest."""
+TRANSFER_FLOOR = 1_000_000
+"""Bytes per second a chunk transfer may be as slow as before it counts as failed."""
 RESPONSIBILITY_MARGIN = 2
 """A replica is accepted if we are among the ``factor * margin`` closest by our own view."""
 
@@ -398,11 +400,21 @@ class NodeService:
             return True
         try:
             await self.rpc.call(
-                contact.public_key, contact.address, Kind.PUT, name=name, data=data, replica=True
+                contact.public_key,
+                contact.address,
+                Kind.PUT,
+                timeout=self._transfer_timeout(len(data)),
+                name=name,
+                data=data,
+                replica=True,
             )
         except RpcError:
             return False
         return True
+
+    def _transfer_timeout(self, size: int) -> float:
+        """Request timeout for a message of ``size`` bytes: the base plus 1 s per MB."""
+        return self.config.request_timeout + size / TRANSFER_FLOOR
 
     async def get_chunk(self, name: bytes) -> bytes:
         """Fetch a chunk from its close group, verifying each copy; tries every holder."""
@@ -411,7 +423,11 @@ class NodeService:
                 continue
             try:
                 reply = await self.rpc.call(
-                    contact.public_key, contact.address, Kind.GET, name=name
+                    contact.public_key,
+                    contact.address,
+                    Kind.GET,
+                    timeout=self._transfer_timeout(MAX_CHUNK_SIZE),
+                    name=name,
                 )
             except RpcError:
                 continue
@@ -589,7 +605,13 @@ class NodeService:
         try:
             data = await asyncio.to_thread(self.store.get, name)
             await self.rpc.call(
-                contact.public_key, contact.address, Kind.PUT, name=name, data=data, replica=True
+                contact.public_key,
+                contact.address,
+                Kind.PUT,
+                timeout=self._transfer_timeout(len(data)),
+                name=name,
+                data=data,
+                replica=True,
             )
             ok = True
             self.counters["replication_pushes"] += 1
