@@ -42,10 +42,32 @@ class Kind(IntEnum):
     HAS = 10
     HAS_OK = 11
     ERROR = 12
+    RECORD_PUT = 13
+    RECORD_OK = 14
+    RECORD_GET = 15
+    RECORD_DATA = 16
 
 
-REQUESTS = {Kind.FIND_NODE, Kind.PING, Kind.PUT, Kind.GET, Kind.HAS}
-RESPONSES = {Kind.NODES, Kind.PONG, Kind.PUT_OK, Kind.GET_OK, Kind.HAS_OK, Kind.ERROR}
+REQUESTS = {
+    Kind.FIND_NODE,
+    Kind.PING,
+    Kind.PUT,
+    Kind.GET,
+    Kind.HAS,
+    Kind.RECORD_PUT,
+    Kind.RECORD_GET,
+}
+RESPONSES = {
+    Kind.NODES,
+    Kind.PONG,
+    Kind.PUT_OK,
+    Kind.GET_OK,
+    Kind.HAS_OK,
+    Kind.ERROR,
+    Kind.RECORD_OK,
+    Kind.RECORD_DATA,
+}
+MAX_RECORD_BYTES = 64 * 1024 + 1024
 
 
 class Message(NamedTuple):
@@ -111,7 +133,17 @@ _FIELDS: dict[Kind, dict[str, Any]] = {
     Kind.HAS: {"names": _names},
     Kind.HAS_OK: {"held": _names},
     Kind.ERROR: {"code": _text, "message": _text},
+    Kind.RECORD_PUT: {"record": lambda v: _blob(v, MAX_RECORD_BYTES), "replica": _bool},
+    Kind.RECORD_OK: {"verdict": _text, "holders": lambda v: _int(v, 0, 64)},
+    Kind.RECORD_GET: {"address": _name},
+    Kind.RECORD_DATA: {"record": lambda v: _blob(v, MAX_RECORD_BYTES)},
 }
+
+
+def _blob(v: Any, limit: int) -> bytes:
+    if not isinstance(v, bytes) or len(v) > limit:
+        raise MessageError(f"expected bytes of at most {limit}")
+    return v
 
 
 def _int(v: Any, low: int, high: int) -> int:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from node import __version__
 from node.admin import AdminServer
 from node.config import NodeConfig
+from node.data.records import ACCEPTED, Record, RecordError, Verdict
 from node.identity import Identity, xor_name
 from node.messages import Kind, Message
 from node.nodeapi import admin_routes
@@ -45,6 +46,7 @@ from node.routing.table import (
 from node.rpc.aio import Incoming, Rpc, RpcError
 from node.storage.chunkstore import MAX_CHUNK_SIZE, StoreError, chunk_name
 from node.storage.diskstore import DiskChunkStore
+from node.storage.recordstore import RecordStore
 from node.storage.replication import Drop, Push, Query, ReplicationConfig, Replicator
 from node.transport.aio import Transport
 from node.transport.events import Connected, HandshakeFailed, PeerClosed, PeerDead
@@ -63,6 +65,8 @@ IDLE_SESSION = 20.0
 """Other sessions unused for this long are closed (with CODE_IDLE) to save keep-alives."""
 PUT_QUORUM = 3
 """A client PUT is acknowledged once this many holders stored it; repair makes the rest."""
+RECORD_AUDIT = 60.0
+"""Seconds between full re-sends of held records to their close groups (and on churn)."""
 TRANSFER_FLOOR = 1_000_000
 """Bytes per second a chunk transfer may be as slow as before it counts as failed."""
 RESPONSIBILITY_MARGIN = 2
@@ -95,6 +99,8 @@ class NodeService:
         self.identity = load_identity(config.data_dir / "key.json")
         self.name = self.identity.name
         self.store = DiskChunkStore(config.data_dir / "store", config.capacity)
+        self.records = RecordStore(config.data_dir / "records")
+        self._records_dirty = False
         self.transport = Transport(self.identity, config.transport)
         self.rpc = Rpc(self.transport, timeout=config.request_timeout)
         self.table = RoutingTable(self.name, RoutingConfig(k=config.k))
@@ -250,6 +256,7 @@ class NodeService:
                 changed = True
         if changed:
             self.replicator.on_membership_change(now=self.now())
+            self._records_dirty = True
             self._wake_replication.set()
 
     def _on_peer_gone(self, peer: bytes) -> None:
@@ -324,12 +331,49 @@ class NodeService:
         data = await self.get_chunk(name)
         self.rpc.reply(peer, msg, Kind.GET_OK, data=data)
 
+    async def _on_record_put(self, peer: bytes, msg: Message) -> None:
+        try:
+            record = Record.decode(msg.body["record"])
+            if msg.body["replica"]:
+                if not self._responsible(record.address):
+                    self.counters["rejected_not_responsible"] += 1
+                    self.rpc.reply_error(peer, msg, "not_responsible", "not in its close group")
+                    return
+                verdict = self.records.put(record)
+                self.rpc.reply(peer, msg, Kind.RECORD_OK, verdict=verdict.value, holders=1)
+                return
+            record.verify()
+        except RecordError as exc:
+            self.counters["rejected_records"] += 1
+            self.rpc.reply_error(peer, msg, "refused", str(exc))
+            return
+        verdicts = await self.put_record(record)
+        stored = sum(1 for v in verdicts if v in ACCEPTED or v is Verdict.SAME)
+        if stored >= min(PUT_QUORUM, len(verdicts)):
+            self.rpc.reply(peer, msg, Kind.RECORD_OK, verdict="stored", holders=stored)
+            return
+        why = ", ".join(sorted({v.value if isinstance(v, Verdict) else v for v in verdicts}))
+        self.rpc.reply_error(peer, msg, "not_stored", f"close group answered: {why}")
+
+    async def _on_record_get(self, peer: bytes, msg: Message) -> None:
+        address = msg.body["address"]
+        if self.roles.get(peer) == "node":
+            record = self.records.get(address)
+        else:
+            record = await self.get_record(address)
+        if record is None:
+            self.rpc.reply_error(peer, msg, "not_found", "no record at that address")
+            return
+        self.rpc.reply(peer, msg, Kind.RECORD_DATA, record=record.encode())
+
     _handlers: ClassVar[dict[Kind, Callable[[NodeService, bytes, Message], Awaitable[None]]]] = {
         Kind.FIND_NODE: _on_find_node,
         Kind.PING: _on_ping,
         Kind.HAS: _on_has,
         Kind.PUT: _on_put,
         Kind.GET: _on_get,
+        Kind.RECORD_PUT: _on_record_put,
+        Kind.RECORD_GET: _on_record_get,
     }
 
     # ------------------------------------------------------------------ data paths
@@ -412,6 +456,63 @@ class NodeService:
             return False
         return True
 
+    async def put_record(self, record: Record) -> list[Verdict | str]:
+        """Write a record to its close group; each member's verdict (or why it failed)."""
+        group = await self.close_group(record.address)
+        return list(await asyncio.gather(*(self._record_put_on(c, record) for c in group)))
+
+    async def _record_put_on(self, contact: Contact, record: Record) -> Verdict | str:
+        if contact.name == self.name:
+            try:
+                return self.records.put(record)
+            except RecordError as exc:
+                return f"refused: {exc}"
+        try:
+            reply = await self.rpc.call(
+                contact.public_key,
+                contact.address,
+                Kind.RECORD_PUT,
+                record=record.encode(),
+                replica=True,
+            )
+        except RpcError as exc:
+            return exc.code
+        try:
+            return Verdict(reply.body["verdict"])
+        except ValueError:
+            return "bad_reply"
+
+    async def get_record(self, address: bytes) -> Record | None:
+        """The newest valid record the close group holds at ``address``."""
+        group = await self.close_group(address)
+        found = await asyncio.gather(*(self._record_from(c, address) for c in group))
+        valid = [r for r in found if r is not None and r.address == address]
+        return max(valid, key=lambda r: r.precedence) if valid else None
+
+    async def _record_from(self, contact: Contact, address: bytes) -> Record | None:
+        if contact.name == self.name:
+            return self.records.get(address)
+        try:
+            reply = await self.rpc.call(
+                contact.public_key, contact.address, Kind.RECORD_GET, address=address
+            )
+            record = Record.decode(reply.body["record"])
+            record.verify()
+        except (RpcError, RecordError):
+            return None
+        return record
+
+    async def _push_records(self) -> None:
+        """Re-send every record we hold to its close group (receivers keep the newest)."""
+        self._records_dirty = False
+        for address in self.records.addresses():
+            record = self.records.get(address)
+            if record is None:
+                continue
+            for contact in self.table.close_group(address, self.config.replication_factor):
+                if contact.name != self.name:
+                    await self._record_put_on(contact, record)
+
     def _transfer_timeout(self, size: int) -> float:
         """Request timeout for a message of ``size`` bytes: the base plus 1 s per MB."""
         return self.config.request_timeout + size / TRANSFER_FLOOR
@@ -448,16 +549,19 @@ class NodeService:
         log.info(
             "buckets refreshed: %d contacts after %.2f s", len(self.table), self.now() - started
         )
-        last_self_lookup = self.now()
+        last_self_lookup = last_record_push = self.now()
         while not self._stop.is_set():
             await self._refresh()
             early, late, settle = SELF_LOOKUP_INTERVAL
             interval = early if self.now() - self.started_at < settle else late
             if self.now() - last_self_lookup >= interval:
                 self._observe_all(await self.lookup(self.name))
-                last_self_lookup = self.now()
+                last_self_lookup = last_record_push = self.now()
             self._keep_close_sessions()
             self._save_bootstrap_cache()
+            if self._records_dirty or self.now() - last_record_push >= RECORD_AUDIT:
+                await self._push_records()
+                last_record_push = self.now()
             await asyncio.sleep(min(self.config.refresh_interval, 5.0))
 
     async def _join(self) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 
 from node import __version__
+from node.data.records import Record, RecordError
 from node.identity import Identity
 from node.messages import Kind
 from node.routing.bootstrap import parse_contact
@@ -88,6 +89,35 @@ class Client:
         if chunk_name(data) != name:
             raise ClientError("the node returned data that does not match the chunk name")
         return data
+
+    async def put_record(self, record: Record) -> int:
+        """Write a signed record to its close group; returns how many holders stored it."""
+        gw = self._gw()
+        try:
+            reply = await self.rpc.call(
+                gw.public_key, gw.address, Kind.RECORD_PUT, record=record.encode(), replica=False
+            )
+        except RpcError as exc:
+            raise ClientError(f"record write refused: {exc}") from exc
+        return int(reply.body["holders"])
+
+    async def get_record(self, address: bytes) -> Record | None:
+        """The newest record at ``address`` (verified), or None if there is none."""
+        gw = self._gw()
+        try:
+            reply = await self.rpc.call(gw.public_key, gw.address, Kind.RECORD_GET, address=address)
+        except RpcError as exc:
+            if exc.code == "not_found":
+                return None
+            raise ClientError(f"record read failed: {exc}") from exc
+        try:
+            record = Record.decode(reply.body["record"])
+            record.verify()
+        except RecordError as exc:
+            raise ClientError(f"the node returned an invalid record: {exc}") from exc
+        if record.address != address:
+            raise ClientError("the node returned a record for another address")
+        return record
 
     async def close(self) -> None:
         if self._reader is not None:
