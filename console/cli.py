@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from console import datacli
+from console import accountcli, datacli
 from node import __version__
 from node import cli as node_cli
 from testnet import cli as testnet_cli
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_cli.register(sub)
     testnet_cli.register(sub)
     datacli.register(sub)
+    accountcli.register(sub)
     return parser
 
 

@@ -19,8 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from node.client.aio import Client, ClientError
-from node.client.files import file_size, get_file, publish, put_file, resolve
+from node.client.aio import Client, ClientError, file_size, get_file, publish, put_file, resolve
 from node.selfenc import DataMap, SelfEncryptionError
 from testnet.errors import TestnetError
 

@@ -46,6 +46,11 @@ class Kind(IntEnum):
     RECORD_OK = 14
     RECORD_GET = 15
     RECORD_DATA = 16
+    INBOX_ADD = 17
+    INBOX_LIST = 18
+    INBOX_DELETE = 19
+    INBOX_OK = 20
+    INBOX_DATA = 21
 
 
 REQUESTS = {
@@ -66,8 +71,12 @@ RESPONSES = {
     Kind.ERROR,
     Kind.RECORD_OK,
     Kind.RECORD_DATA,
+    Kind.INBOX_OK,
+    Kind.INBOX_DATA,
 }
 MAX_RECORD_BYTES = 64 * 1024 + 1024
+MAX_ENVELOPE_BYTES = 64 * 1024 + 1024
+MAX_ENVELOPES = 200
 
 
 class Message(NamedTuple):
@@ -120,6 +129,18 @@ def _contacts(v: Any) -> list[tuple[bytes, str, int]]:
     return out
 
 
+def _blob(v: Any, limit: int) -> bytes:
+    if not isinstance(v, bytes) or len(v) > limit:
+        raise MessageError(f"expected bytes of at most {limit}")
+    return v
+
+
+def _envelopes(v: Any) -> list[bytes]:
+    if not isinstance(v, list) or len(v) > MAX_ENVELOPES:
+        raise MessageError(f"envelopes must be a list of at most {MAX_ENVELOPES}")
+    return [_blob(e, MAX_ENVELOPE_BYTES) for e in v]
+
+
 _FIELDS: dict[Kind, dict[str, Any]] = {
     Kind.HELLO: {"role": _text, "region": _text, "version": _text},
     Kind.FIND_NODE: {"target": _name},
@@ -137,13 +158,17 @@ _FIELDS: dict[Kind, dict[str, Any]] = {
     Kind.RECORD_OK: {"verdict": _text, "holders": lambda v: _int(v, 0, 64)},
     Kind.RECORD_GET: {"address": _name},
     Kind.RECORD_DATA: {"record": lambda v: _blob(v, MAX_RECORD_BYTES)},
+    Kind.INBOX_ADD: {"envelope": lambda v: _blob(v, MAX_ENVELOPE_BYTES), "replica": _bool},
+    Kind.INBOX_LIST: {"address": _name},
+    Kind.INBOX_DELETE: {
+        "address": _name,
+        "ids": _names,
+        "proof": lambda v: _blob(v, 64),
+        "replica": _bool,
+    },
+    Kind.INBOX_OK: {"count": lambda v: _int(v, 0, 1 << 20)},
+    Kind.INBOX_DATA: {"envelopes": _envelopes},
 }
-
-
-def _blob(v: Any, limit: int) -> bytes:
-    if not isinstance(v, bytes) or len(v) > limit:
-        raise MessageError(f"expected bytes of at most {limit}")
-    return v
 
 
 def _int(v: Any, low: int, high: int) -> int:

@@ -28,9 +28,10 @@ from typing import Any, ClassVar
 from node import __version__
 from node.admin import AdminServer
 from node.config import NodeConfig
+from node.data.inbox import Envelope, InboxError, InboxState
 from node.data.records import ACCEPTED, Record, RecordError, Verdict
 from node.identity import Identity, xor_name
-from node.messages import Kind, Message
+from node.messages import MAX_ENVELOPES, Kind, Message
 from node.nodeapi import admin_routes
 from node.routing.aio import LookupOutcome, run_lookup
 from node.routing.bootstrap import BootstrapError, load_cache, parse_contact, save_cache
@@ -100,6 +101,7 @@ class NodeService:
         self.name = self.identity.name
         self.store = DiskChunkStore(config.data_dir / "store", config.capacity)
         self.records = RecordStore(config.data_dir / "records")
+        self.inboxes = _load_inboxes(config.data_dir / "inboxes.bin")
         self._records_dirty = False
         self.transport = Transport(self.identity, config.transport)
         self.rpc = Rpc(self.transport, timeout=config.request_timeout)
@@ -366,6 +368,93 @@ class NodeService:
             return
         self.rpc.reply(peer, msg, Kind.RECORD_DATA, record=record.encode())
 
+    async def _on_inbox_add(self, peer: bytes, msg: Message) -> None:
+        try:
+            envelope = Envelope.decode(msg.body["envelope"])
+        except InboxError as exc:
+            self.rpc.reply_error(peer, msg, "refused", str(exc))
+            return
+        if msg.body["replica"]:
+            if not self._responsible(envelope.address):
+                self.rpc.reply_error(peer, msg, "not_responsible", "not in its close group")
+                return
+            added = self._inbox_add(envelope)
+            self.rpc.reply(peer, msg, Kind.INBOX_OK, count=int(added))
+            return
+        group = await self.close_group(envelope.address)
+        results = await asyncio.gather(*(self._inbox_add_on(c, envelope) for c in group))
+        stored = sum(results)
+        if stored >= min(PUT_QUORUM, len(group)):
+            self.rpc.reply(peer, msg, Kind.INBOX_OK, count=stored)
+        else:
+            self.rpc.reply_error(peer, msg, "not_stored", f"only {stored} holders took it")
+
+    def _inbox_add(self, envelope: Envelope) -> bool:
+        try:
+            added = self.inboxes.add(envelope)
+        except InboxError:
+            return False
+        if added:
+            _save_inboxes(self.config.data_dir / "inboxes.bin", self.inboxes)
+        return True
+
+    async def _inbox_add_on(self, contact: Contact, envelope: Envelope) -> bool:
+        if contact.name == self.name:
+            return self._inbox_add(envelope)
+        try:
+            await self.rpc.call(
+                contact.public_key,
+                contact.address,
+                Kind.INBOX_ADD,
+                envelope=envelope.encode(),
+                replica=True,
+            )
+        except RpcError:
+            return False
+        return True
+
+    async def _on_inbox_list(self, peer: bytes, msg: Message) -> None:
+        address = msg.body["address"]
+        envelopes = {e.id: e for e in self.inboxes.list(address)}
+        if self.roles.get(peer) != "node":
+            for contact in await self.close_group(address):
+                if contact.name == self.name:
+                    continue
+                with contextlib.suppress(RpcError, InboxError):
+                    reply = await self.rpc.call(
+                        contact.public_key, contact.address, Kind.INBOX_LIST, address=address
+                    )
+                    for raw in reply.body["envelopes"]:
+                        e = Envelope.decode(raw)
+                        if e.address == address:
+                            envelopes.setdefault(e.id, e)
+        newest = list(envelopes.values())[-MAX_ENVELOPES:]
+        self.rpc.reply(peer, msg, Kind.INBOX_DATA, envelopes=[e.encode() for e in newest])
+
+    async def _on_inbox_delete(self, peer: bytes, msg: Message) -> None:
+        address, ids, proof = msg.body["address"], msg.body["ids"], msg.body["proof"]
+        try:
+            removed = self.inboxes.delete(address, ids, proof)
+        except InboxError as exc:
+            self.rpc.reply_error(peer, msg, "refused", str(exc))
+            return
+        if removed:
+            _save_inboxes(self.config.data_dir / "inboxes.bin", self.inboxes)
+        if not msg.body["replica"]:
+            for contact in await self.close_group(address):
+                if contact.name != self.name:
+                    with contextlib.suppress(RpcError):
+                        await self.rpc.call(
+                            contact.public_key,
+                            contact.address,
+                            Kind.INBOX_DELETE,
+                            address=address,
+                            ids=ids,
+                            proof=proof,
+                            replica=True,
+                        )
+        self.rpc.reply(peer, msg, Kind.INBOX_OK, count=removed)
+
     _handlers: ClassVar[dict[Kind, Callable[[NodeService, bytes, Message], Awaitable[None]]]] = {
         Kind.FIND_NODE: _on_find_node,
         Kind.PING: _on_ping,
@@ -374,6 +463,9 @@ class NodeService:
         Kind.GET: _on_get,
         Kind.RECORD_PUT: _on_record_put,
         Kind.RECORD_GET: _on_record_get,
+        Kind.INBOX_ADD: _on_inbox_add,
+        Kind.INBOX_LIST: _on_inbox_list,
+        Kind.INBOX_DELETE: _on_inbox_delete,
     }
 
     # ------------------------------------------------------------------ data paths
@@ -503,8 +595,14 @@ class NodeService:
         return record
 
     async def _push_records(self) -> None:
-        """Re-send every record we hold to its close group (receivers keep the newest)."""
+        """Re-send held records and letters to their close groups (receivers keep the newest,
+        letters are deduplicated by id)."""
         self._records_dirty = False
+        for address in self.inboxes.addresses():
+            group = self.table.close_group(address, self.config.replication_factor)
+            for envelope in self.inboxes.list(address):
+                for contact in group:
+                    await self._inbox_add_on(contact, envelope)
         for address in self.records.addresses():
             record = self.records.get(address)
             if record is None:
@@ -722,6 +820,19 @@ class NodeService:
         except (RpcError, StoreError):
             ok = False
         self.replicator.on_push_result(contact.name, name, ok, now=self.now())
+
+
+def _load_inboxes(path: Path) -> InboxState:
+    try:
+        return InboxState.decode(path.read_bytes())
+    except (OSError, InboxError):
+        return InboxState()
+
+
+def _save_inboxes(path: Path, state: InboxState) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(state.encode())
+    os.replace(tmp, path)
 
 
 async def _guard(coro: Awaitable[None]) -> None:

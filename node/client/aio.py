@@ -1,4 +1,11 @@
-"""A network client: connects to any node (its gateway) and stores or fetches chunks.
+"""A network client: connects to any node (its gateway); stores and fetches chunks,
+self-encrypted files and signed records.
+
+Files: self-encryption is blocking and calls ``put_chunk``/``get_chunk`` from the thread
+it runs in, so it runs in a worker thread while the chunks travel on the client's event
+loop, at most :data:`IN_FLIGHT` chunk stores outstanding (bounded memory).  A private
+file's key is its DataMap, kept by the owner; a public file's DataMap is itself stored as
+a chunk whose name is an address anyone can fetch.
 
 The client has its own Ed25519 identity, introduces itself as a client (so no
 node puts it in a routing table) and verifies every chunk it receives against
@@ -9,15 +16,21 @@ RPC layer and ends with :meth:`Client.close`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 from node import __version__
+from node.data.inbox import Envelope, InboxError
 from node.data.records import Record, RecordError
 from node.identity import Identity
 from node.messages import Kind
 from node.routing.bootstrap import parse_contact
 from node.routing.contact import Contact
 from node.rpc.aio import Rpc, RpcError
+from node.selfenc import DataMap, SelfEncryptionError, decrypt_file, encrypt_file
 from node.storage.chunkstore import MAX_CHUNK_SIZE, chunk_name
 from node.transport.aio import Transport
 from node.transport.config import TransportConfig
@@ -119,9 +132,129 @@ class Client:
             raise ClientError("the node returned a record for another address")
         return record
 
+    async def post_letter(self, envelope: Envelope) -> int:
+        """Deliver a sealed letter to the recipient's inbox; returns how many holders took it."""
+        gw = self._gw()
+        try:
+            reply = await self.rpc.call(
+                gw.public_key, gw.address, Kind.INBOX_ADD, envelope=envelope.encode(), replica=False
+            )
+        except RpcError as exc:
+            raise ClientError(f"message not delivered: {exc}") from exc
+        return int(reply.body["count"])
+
+    async def read_inbox(self, address: bytes) -> list[Envelope]:
+        """Every envelope the inbox's close group holds (deduplicated, oldest first)."""
+        gw = self._gw()
+        try:
+            reply = await self.rpc.call(gw.public_key, gw.address, Kind.INBOX_LIST, address=address)
+        except RpcError as exc:
+            raise ClientError(f"cannot read the inbox: {exc}") from exc
+        out = []
+        for raw in reply.body["envelopes"]:
+            try:
+                envelope = Envelope.decode(raw)
+            except InboxError:
+                continue
+            if envelope.address == address:
+                out.append(envelope)
+        return out
+
+    async def delete_letters(self, address: bytes, ids: list[bytes], proof: bytes) -> int:
+        gw = self._gw()
+        try:
+            reply = await self.rpc.call(
+                gw.public_key,
+                gw.address,
+                Kind.INBOX_DELETE,
+                address=address,
+                ids=ids,
+                proof=proof,
+                replica=False,
+            )
+        except RpcError as exc:
+            raise ClientError(f"cannot delete: {exc}") from exc
+        return int(reply.body["count"])
+
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         await self.transport.aclose("client leaving")
+
+
+# ---------------------------------------------------------------- files on the network
+
+IN_FLIGHT = 4
+Progress = Callable[[int], None]
+"""Called with the number of bytes just stored or fetched."""
+
+
+async def put_file(client: Client, path: Path, *, progress: Progress | None = None) -> DataMap:
+    """Self-encrypt ``path`` and store every chunk; returns the DataMap (the file's only key)."""
+    loop = asyncio.get_running_loop()
+    pending: list[tuple[concurrent.futures.Future[bytes], int]] = []
+
+    def settle_one() -> None:
+        fut, size = pending.pop(0)
+        fut.result()
+        if progress is not None:
+            progress(size)
+
+    def put_chunk(name: bytes, content: bytes) -> None:
+        while len(pending) >= IN_FLIGHT:
+            settle_one()
+        fut = asyncio.run_coroutine_threadsafe(client.put_chunk(bytes(content)), loop)
+        pending.append((fut, len(content)))
+
+    def work() -> DataMap:
+        data_map = encrypt_file(path, put_chunk)
+        while pending:
+            settle_one()
+        return data_map
+
+    try:
+        return await asyncio.to_thread(work)
+    except SelfEncryptionError as exc:
+        raise ClientError(f"cannot encrypt {path}: {exc}") from exc
+    except OSError as exc:
+        raise ClientError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+async def get_file(
+    client: Client, data_map: DataMap, path: Path, *, progress: Progress | None = None
+) -> None:
+    """Fetch, verify and decrypt a file to ``path`` (nothing is written unless all is good)."""
+    loop = asyncio.get_running_loop()
+
+    def get_chunk(name: bytes) -> bytes:
+        data = asyncio.run_coroutine_threadsafe(client.get_chunk(name), loop).result()
+        if progress is not None:
+            progress(len(data))
+        return data
+
+    try:
+        await asyncio.to_thread(decrypt_file, data_map, get_chunk, path)
+    except SelfEncryptionError as exc:
+        raise ClientError(f"cannot rebuild the file: {exc}") from exc
+
+
+async def publish(client: Client, data_map: DataMap) -> bytes:
+    """Store a DataMap as a chunk; its name is the file's public address."""
+    return await client.put_chunk(data_map.to_bytes())
+
+
+async def resolve(client: Client, address: bytes) -> DataMap:
+    """The DataMap behind a public address."""
+    raw = await client.get_chunk(address)
+    if len(raw) > MAX_CHUNK_SIZE:
+        raise ClientError("that address does not hold a DataMap")
+    try:
+        return DataMap.from_bytes(raw)
+    except SelfEncryptionError as exc:
+        raise ClientError(f"that address does not hold a DataMap: {exc}") from exc
+
+
+def file_size(path: Path) -> int:
+    return os.stat(path).st_size

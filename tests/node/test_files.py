@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from nodecluster import cluster, settle
 
-from node.client.aio import Client, ClientError
-from node.client.files import get_file, publish, put_file, resolve
+from node.client.aio import Client, ClientError, get_file, publish, put_file, resolve
 from node.selfenc import DataMap
 
 
