@@ -441,19 +441,32 @@ class NodeService:
         if removed:
             _save_inboxes(self.config.data_dir / "inboxes.bin", self.inboxes)
         if not msg.body["replica"]:
-            for contact in await self.close_group(address):
-                if contact.name != self.name:
-                    with contextlib.suppress(RpcError):
-                        await self.rpc.call(
-                            contact.public_key,
-                            contact.address,
-                            Kind.INBOX_DELETE,
-                            address=address,
-                            ids=ids,
-                            proof=proof,
-                            replica=True,
-                        )
+            group = [c for c in await self.close_group(address) if c.name != self.name]
+            answers = await asyncio.gather(
+                *(self._delete_on(c, address, ids, proof) for c in group)
+            )
+            if "refused" in answers:
+                self.rpc.reply_error(peer, msg, "refused", "not the recipient's signature")
+                return
+            removed = max([removed, *(a for a in answers if isinstance(a, int))])
         self.rpc.reply(peer, msg, Kind.INBOX_OK, count=removed)
+
+    async def _delete_on(
+        self, contact: Contact, address: bytes, ids: list[bytes], proof: bytes
+    ) -> int | str:
+        try:
+            reply = await self.rpc.call(
+                contact.public_key,
+                contact.address,
+                Kind.INBOX_DELETE,
+                address=address,
+                ids=ids,
+                proof=proof,
+                replica=True,
+            )
+        except RpcError as exc:
+            return exc.code
+        return int(reply.body["count"])
 
     _handlers: ClassVar[dict[Kind, Callable[[NodeService, bytes, Message], Awaitable[None]]]] = {
         Kind.FIND_NODE: _on_find_node,
