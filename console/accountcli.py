@@ -14,6 +14,7 @@ import getpass
 import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -38,6 +39,7 @@ from node.data.inbox import (
     seal_message,
 )
 from node.identity import Identity
+from node.selfenc import DataMap, SelfEncryptionError
 
 console = Console()
 
@@ -55,11 +57,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mcmds = msg.add_subparsers(dest="msg_cmd", required=True, metavar="COMMAND")
     send = mcmds.add_parser("send", help="seal and sign a message to a public key")
     send.add_argument("--to", required=True, help="recipient's public key (64 hex)")
-    send.add_argument("text", help="the message")
+    send.add_argument("text", nargs="?", default="", help="the message")
+    send.add_argument(
+        "--datamap", type=Path, help="share a private file: send its DataMap (from `troon put`)"
+    )
     _gateway_args(send)
     send.set_defaults(func=_wrap(cmd_send))
     read = mcmds.add_parser("read", help="open the messages in your inbox")
     read.add_argument("--delete", action="store_true", help="delete them after reading")
+    read.add_argument(
+        "--save-dir", type=Path, default=Path("."), help="where shared DataMaps are saved"
+    )
     _gateway_args(read)
     read.set_defaults(func=_wrap(cmd_read))
 
@@ -150,12 +158,36 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     async def body(client: Client) -> int:
         me = Identity.from_seed((await _login(client, keys)).identity_seed)
-        envelope = seal_message(me, recipient, args.text.encode(), sent_at=int(time.time()))
+        body_bytes = args.text.encode()
+        if args.datamap is not None:
+            data_map = DataMap.from_json(args.datamap.read_text())  # refuse anything else
+            body_bytes = DATAMAP_PREFIX + data_map.to_json().encode()
+        if not body_bytes:
+            raise ClientError("nothing to send: give a message or --datamap")
+        envelope = seal_message(me, recipient, body_bytes, sent_at=int(time.time()))
         holders = await client.post_letter(envelope)
         console.print(f"sealed and delivered to {holders} inbox holders")
         return 0
 
     return _run(args, body)
+
+
+DATAMAP_PREFIX = b"troon-datamap:"
+"""A message body that shares a private file: the prefix, then the DataMap's JSON."""
+
+
+def _show(body: bytes, envelope_id: bytes, args: argparse.Namespace) -> str:
+    """The text of a message; a shared DataMap is saved to a file and pointed at."""
+    if not body.startswith(DATAMAP_PREFIX):
+        return body.decode(errors="replace")
+    try:
+        data_map = DataMap.from_json(body[len(DATAMAP_PREFIX) :].decode())
+    except (UnicodeDecodeError, SelfEncryptionError) as exc:
+        return f"[red]a shared file whose DataMap is invalid: {exc}[/red]"
+    path = args.save_dir / f"shared-{envelope_id.hex()[:12]}.datamap"
+    path.write_text(data_map.to_json())
+    path.chmod(0o600)
+    return f"shared a file: `troon get --map {path} -o FILE`"
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -177,7 +209,7 @@ def cmd_read(args: argparse.Namespace) -> int:
                 continue
             opened.append(envelope.id)
             sent = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.sent_at))
-            table.add_row(letter.sender.hex()[:16], sent, letter.body.decode(errors="replace"))
+            table.add_row(letter.sender.hex()[:16], sent, _show(letter.body, envelope.id, args))
         console.print(table)
         if args.delete and opened:
             removed = await client.delete_letters(address, opened, delete_proof(me, opened))
