@@ -65,3 +65,9 @@ def test_transport_knows_no_xor_space_or_chunks() -> None:
             if name.startswith(("node.routing", "node.storage", "node.selfenc", "node.data")):
                 offenders.append(f"{path.name} imports {name}")
     assert offenders == []
+
+
+def test_test_file_names_are_unique() -> None:
+    """tests/ has no __init__.py files, so two test modules may not share a basename."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
