@@ -21,10 +21,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from node.client.aio import Client, ClientError, file_size, get_file, publish, put_file, resolve
 from node.selfenc import DataMap, SelfEncryptionError
-from testnet.errors import TestnetError
+from testnet.cli import command_guard
 
 console = Console()
-errors = Console(stderr=True)
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -55,18 +54,7 @@ def _gateway_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--testnet", default="local", help="use a live node of this local testnet")
 
 
-def _guard(func: Command) -> Command:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (ClientError, TestnetError, SelfEncryptionError) as exc:
-            errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            return 2
-        except OSError as exc:
-            errors.print(f"[red]error:[/red] {exc}; check the path and permissions", soft_wrap=True)
-            return 2
-
-    return run
+_guard = command_guard(SelfEncryptionError)
 
 
 def _contacts(args: argparse.Namespace) -> list[str]:

@@ -548,18 +548,22 @@ class NodeService:
             await self._store(name, data)
             return True
         try:
-            await self.rpc.call(
-                contact.public_key,
-                contact.address,
-                Kind.PUT,
-                timeout=self._transfer_timeout(len(data)),
-                name=name,
-                data=data,
-                replica=True,
-            )
+            await self._send_replica(contact, name, data)
         except RpcError:
             return False
         return True
+
+    async def _send_replica(self, contact: Contact, name: bytes, data: bytes) -> None:
+        """Store a copy of a chunk on ``contact`` (a member of its close group)."""
+        await self.rpc.call(
+            contact.public_key,
+            contact.address,
+            Kind.PUT,
+            timeout=self._transfer_timeout(len(data)),
+            name=name,
+            data=data,
+            replica=True,
+        )
 
     async def put_record(self, record: Record) -> list[Verdict | str]:
         """Write a record to its close group; each member's verdict (or why it failed)."""
@@ -819,15 +823,7 @@ class NodeService:
         ok = False
         try:
             data = await asyncio.to_thread(self.store.get, name)
-            await self.rpc.call(
-                contact.public_key,
-                contact.address,
-                Kind.PUT,
-                timeout=self._transfer_timeout(len(data)),
-                name=name,
-                data=data,
-                replica=True,
-            )
+            await self._send_replica(contact, name, data)
             ok = True
             self.counters["replication_pushes"] += 1
         except (RpcError, StoreError):

@@ -139,20 +139,29 @@ def _restart_after(text: str) -> float:
     return float(_number(float, 0.0, text, "a number >= 0 or 'never'"))
 
 
-def _guard(func: Command) -> Command:
+def command_guard(*extra: type[Exception]) -> Callable[[Command], Command]:
     """Turn every operator-facing failure into one red line and exit code 2."""
+    expected: tuple[type[Exception], ...] = (TestnetError, AdminCallError, ClientError, *extra)
 
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (TestnetError, AdminCallError, ClientError) as exc:
-            errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            return 2
-        except OSError as exc:
-            errors.print(f"[red]error:[/red] {exc}; check the path and permissions", soft_wrap=True)
-            return 2
+    def wrap(func: Command) -> Command:
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return func(args)
+            except expected as exc:
+                errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+                return 2
+            except OSError as exc:
+                errors.print(
+                    f"[red]error:[/red] {exc}; check the path and permissions", soft_wrap=True
+                )
+                return 2
 
-    return run
+        return run
+
+    return wrap
+
+
+_guard = command_guard()
 
 
 # -- commands ---------------------------------------------------------------------------------
