@@ -28,10 +28,9 @@ from typing import Any, ClassVar
 from node import __version__
 from node.admin import AdminServer
 from node.config import NodeConfig
-from node.data.inbox import Envelope, InboxError, InboxState
-from node.data.records import ACCEPTED, Record, RecordError, Verdict
+from node.data.aio import PUT_QUORUM, DataPlane, load_inboxes
 from node.identity import Identity, xor_name
-from node.messages import MAX_ENVELOPES, Kind, Message
+from node.messages import Kind, Message
 from node.nodeapi import admin_routes
 from node.routing.aio import LookupOutcome, run_lookup
 from node.routing.bootstrap import BootstrapError, load_cache, parse_contact, save_cache
@@ -64,8 +63,6 @@ SELF_LOOKUP_INTERVAL = (10.0, 60.0, 120.0)
 every 10 s during the first 120 s (neighbours are still arriving), then every 60 s."""
 IDLE_SESSION = 20.0
 """Other sessions unused for this long are closed (with CODE_IDLE) to save keep-alives."""
-PUT_QUORUM = 3
-"""A client PUT is acknowledged once this many holders stored it; repair makes the rest."""
 RECORD_AUDIT = 60.0
 """Seconds between full re-sends of held records to their close groups (and on churn)."""
 TRANSFER_FLOOR = 1_000_000
@@ -91,7 +88,7 @@ def load_identity(path: Path) -> Identity:
     return ident
 
 
-class NodeService:
+class NodeService(DataPlane):
     """One node: serve peers and clients until stopped."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -101,7 +98,7 @@ class NodeService:
         self.name = self.identity.name
         self.store = DiskChunkStore(config.data_dir / "store", config.capacity)
         self.records = RecordStore(config.data_dir / "records")
-        self.inboxes = _load_inboxes(config.data_dir / "inboxes.bin")
+        self.inboxes = load_inboxes(config.data_dir / "inboxes.bin")
         self._records_dirty = False
         self.transport = Transport(self.identity, config.transport)
         self.rpc = Rpc(self.transport, timeout=config.request_timeout)
@@ -333,152 +330,17 @@ class NodeService:
         data = await self.get_chunk(name)
         self.rpc.reply(peer, msg, Kind.GET_OK, data=data)
 
-    async def _on_record_put(self, peer: bytes, msg: Message) -> None:
-        try:
-            record = Record.decode(msg.body["record"])
-            if msg.body["replica"]:
-                if not self._responsible(record.address):
-                    self.counters["rejected_not_responsible"] += 1
-                    self.rpc.reply_error(peer, msg, "not_responsible", "not in its close group")
-                    return
-                verdict = self.records.put(record)
-                self.rpc.reply(peer, msg, Kind.RECORD_OK, verdict=verdict.value, holders=1)
-                return
-            record.verify()
-        except RecordError as exc:
-            self.counters["rejected_records"] += 1
-            self.rpc.reply_error(peer, msg, "refused", str(exc))
-            return
-        verdicts = await self.put_record(record)
-        stored = sum(1 for v in verdicts if v in ACCEPTED or v is Verdict.SAME)
-        if stored >= min(PUT_QUORUM, len(verdicts)):
-            self.rpc.reply(peer, msg, Kind.RECORD_OK, verdict="stored", holders=stored)
-            return
-        why = ", ".join(sorted({v.value if isinstance(v, Verdict) else v for v in verdicts}))
-        self.rpc.reply_error(peer, msg, "not_stored", f"close group answered: {why}")
-
-    async def _on_record_get(self, peer: bytes, msg: Message) -> None:
-        address = msg.body["address"]
-        if self.roles.get(peer) == "node":
-            record = self.records.get(address)
-        else:
-            record = await self.get_record(address)
-        if record is None:
-            self.rpc.reply_error(peer, msg, "not_found", "no record at that address")
-            return
-        self.rpc.reply(peer, msg, Kind.RECORD_DATA, record=record.encode())
-
-    async def _on_inbox_add(self, peer: bytes, msg: Message) -> None:
-        try:
-            envelope = Envelope.decode(msg.body["envelope"])
-        except InboxError as exc:
-            self.rpc.reply_error(peer, msg, "refused", str(exc))
-            return
-        if msg.body["replica"]:
-            if not self._responsible(envelope.address):
-                self.rpc.reply_error(peer, msg, "not_responsible", "not in its close group")
-                return
-            added = self._inbox_add(envelope)
-            self.rpc.reply(peer, msg, Kind.INBOX_OK, count=int(added))
-            return
-        group = await self.close_group(envelope.address)
-        results = await asyncio.gather(*(self._inbox_add_on(c, envelope) for c in group))
-        stored = sum(results)
-        if stored >= min(PUT_QUORUM, len(group)):
-            self.rpc.reply(peer, msg, Kind.INBOX_OK, count=stored)
-        else:
-            self.rpc.reply_error(peer, msg, "not_stored", f"only {stored} holders took it")
-
-    def _inbox_add(self, envelope: Envelope) -> bool:
-        try:
-            added = self.inboxes.add(envelope)
-        except InboxError:
-            return False
-        if added:
-            _save_inboxes(self.config.data_dir / "inboxes.bin", self.inboxes)
-        return True
-
-    async def _inbox_add_on(self, contact: Contact, envelope: Envelope) -> bool:
-        if contact.name == self.name:
-            return self._inbox_add(envelope)
-        try:
-            await self.rpc.call(
-                contact.public_key,
-                contact.address,
-                Kind.INBOX_ADD,
-                envelope=envelope.encode(),
-                replica=True,
-            )
-        except RpcError:
-            return False
-        return True
-
-    async def _on_inbox_list(self, peer: bytes, msg: Message) -> None:
-        address = msg.body["address"]
-        envelopes = {e.id: e for e in self.inboxes.list(address)}
-        if self.roles.get(peer) != "node":
-            for contact in await self.close_group(address):
-                if contact.name == self.name:
-                    continue
-                with contextlib.suppress(RpcError, InboxError):
-                    reply = await self.rpc.call(
-                        contact.public_key, contact.address, Kind.INBOX_LIST, address=address
-                    )
-                    for raw in reply.body["envelopes"]:
-                        e = Envelope.decode(raw)
-                        if e.address == address:
-                            envelopes.setdefault(e.id, e)
-        newest = list(envelopes.values())[-MAX_ENVELOPES:]
-        self.rpc.reply(peer, msg, Kind.INBOX_DATA, envelopes=[e.encode() for e in newest])
-
-    async def _on_inbox_delete(self, peer: bytes, msg: Message) -> None:
-        address, ids, proof = msg.body["address"], msg.body["ids"], msg.body["proof"]
-        try:
-            removed = self.inboxes.delete(address, ids, proof)
-        except InboxError as exc:
-            self.rpc.reply_error(peer, msg, "refused", str(exc))
-            return
-        if removed:
-            _save_inboxes(self.config.data_dir / "inboxes.bin", self.inboxes)
-        if not msg.body["replica"]:
-            group = [c for c in await self.close_group(address) if c.name != self.name]
-            answers = await asyncio.gather(
-                *(self._delete_on(c, address, ids, proof) for c in group)
-            )
-            if "refused" in answers:
-                self.rpc.reply_error(peer, msg, "refused", "not the recipient's signature")
-                return
-            removed = max([removed, *(a for a in answers if isinstance(a, int))])
-        self.rpc.reply(peer, msg, Kind.INBOX_OK, count=removed)
-
-    async def _delete_on(
-        self, contact: Contact, address: bytes, ids: list[bytes], proof: bytes
-    ) -> int | str:
-        try:
-            reply = await self.rpc.call(
-                contact.public_key,
-                contact.address,
-                Kind.INBOX_DELETE,
-                address=address,
-                ids=ids,
-                proof=proof,
-                replica=True,
-            )
-        except RpcError as exc:
-            return exc.code
-        return int(reply.body["count"])
-
     _handlers: ClassVar[dict[Kind, Callable[[NodeService, bytes, Message], Awaitable[None]]]] = {
         Kind.FIND_NODE: _on_find_node,
         Kind.PING: _on_ping,
         Kind.HAS: _on_has,
         Kind.PUT: _on_put,
         Kind.GET: _on_get,
-        Kind.RECORD_PUT: _on_record_put,
-        Kind.RECORD_GET: _on_record_get,
-        Kind.INBOX_ADD: _on_inbox_add,
-        Kind.INBOX_LIST: _on_inbox_list,
-        Kind.INBOX_DELETE: _on_inbox_delete,
+        Kind.RECORD_PUT: DataPlane._on_record_put,
+        Kind.RECORD_GET: DataPlane._on_record_get,
+        Kind.INBOX_ADD: DataPlane._on_inbox_add,
+        Kind.INBOX_LIST: DataPlane._on_inbox_list,
+        Kind.INBOX_DELETE: DataPlane._on_inbox_delete,
     }
 
     # ------------------------------------------------------------------ data paths
@@ -564,69 +426,6 @@ class NodeService:
             data=data,
             replica=True,
         )
-
-    async def put_record(self, record: Record) -> list[Verdict | str]:
-        """Write a record to its close group; each member's verdict (or why it failed)."""
-        group = await self.close_group(record.address)
-        return list(await asyncio.gather(*(self._record_put_on(c, record) for c in group)))
-
-    async def _record_put_on(self, contact: Contact, record: Record) -> Verdict | str:
-        if contact.name == self.name:
-            try:
-                return self.records.put(record)
-            except RecordError as exc:
-                return f"refused: {exc}"
-        try:
-            reply = await self.rpc.call(
-                contact.public_key,
-                contact.address,
-                Kind.RECORD_PUT,
-                record=record.encode(),
-                replica=True,
-            )
-        except RpcError as exc:
-            return exc.code
-        try:
-            return Verdict(reply.body["verdict"])
-        except ValueError:
-            return "bad_reply"
-
-    async def get_record(self, address: bytes) -> Record | None:
-        """The newest valid record the close group holds at ``address``."""
-        group = await self.close_group(address)
-        found = await asyncio.gather(*(self._record_from(c, address) for c in group))
-        valid = [r for r in found if r is not None and r.address == address]
-        return max(valid, key=lambda r: r.precedence) if valid else None
-
-    async def _record_from(self, contact: Contact, address: bytes) -> Record | None:
-        if contact.name == self.name:
-            return self.records.get(address)
-        try:
-            reply = await self.rpc.call(
-                contact.public_key, contact.address, Kind.RECORD_GET, address=address
-            )
-            record = Record.decode(reply.body["record"])
-            record.verify()
-        except (RpcError, RecordError):
-            return None
-        return record
-
-    async def _push_records(self) -> None:
-        """Re-send held records and letters to their close groups (receivers keep the newest,
-        letters are deduplicated by id)."""
-        self._records_dirty = False
-        for address in self.inboxes.addresses():
-            group = self.table.close_group(address, self.config.replication_factor)
-            for envelope in self.inboxes.list(address):
-                for contact in group:
-                    await self._inbox_add_on(contact, envelope)
-        for address in self.records.addresses():
-            record = self.records.get(address)
-            if record is None:
-                continue
-            for contact in self.table.close_group(address, self.config.replication_factor):
-                if contact.name != self.name:
-                    await self._record_put_on(contact, record)
 
     def _transfer_timeout(self, size: int) -> float:
         """Request timeout for a message of ``size`` bytes: the base plus 1 s per MB."""
@@ -829,19 +628,6 @@ class NodeService:
         except (RpcError, StoreError):
             ok = False
         self.replicator.on_push_result(contact.name, name, ok, now=self.now())
-
-
-def _load_inboxes(path: Path) -> InboxState:
-    try:
-        return InboxState.decode(path.read_bytes())
-    except (OSError, InboxError):
-        return InboxState()
-
-
-def _save_inboxes(path: Path, state: InboxState) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(state.encode())
-    os.replace(tmp, path)
 
 
 async def _guard(coro: Awaitable[None]) -> None:
