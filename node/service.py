@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from node import __version__
 from node.admin import AdminServer
+from node.atomicfile import write_atomic
 from node.config import NodeConfig
 from node.data.aio import PUT_QUORUM, DataPlane, load_inboxes
 from node.identity import Identity, xor_name
@@ -81,10 +82,7 @@ def load_identity(path: Path) -> Identity:
                 f"{path} is not a Troon key file; move it away to start anew"
             ) from exc
     ident = Identity.generate()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"seed": ident.seed().hex()}) + "\n")
-    tmp.chmod(0o600)
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps({"seed": ident.seed().hex()}) + "\n").encode(), mode=0o600)
     return ident
 
 
@@ -177,11 +175,7 @@ class NodeService(DataPlane):
     def _write_node_json(self) -> None:
         assert self.contact is not None
         info = self.info()
-        path = self.config.data_dir / "node.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info) + "\n")
-        os.replace(tmp, path)
-        del info
+        write_atomic(self.config.data_dir / "node.json", (json.dumps(info) + "\n").encode())
 
     def info(self) -> dict[str, Any]:
         assert self.contact is not None

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from node.atomicfile import write_atomic
 from node.data.inbox import Envelope, InboxError, InboxState
 from node.data.records import ACCEPTED, Record, RecordError, Verdict
 from node.messages import MAX_ENVELOPES, Kind, Message
@@ -261,6 +261,4 @@ def load_inboxes(path: Path) -> InboxState:
 
 
 def save_inboxes(path: Path, state: InboxState) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(state.encode())
-    os.replace(tmp, path)
+    write_atomic(path, state.encode())

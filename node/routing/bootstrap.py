@@ -17,15 +17,14 @@ file adapters (atomic write: temporary file, fsync, ``os.replace``).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from node.atomicfile import write_atomic
 from node.identity import xor_name
 from node.routing.contact import Contact, RoutingError, fields_from_dict
 
@@ -141,23 +140,7 @@ def format_contact(contact: Contact) -> str:
 def save_cache(path: str | os.PathLike[str], contacts: Iterable[Contact]) -> None:
     """Write the cache atomically: a crash leaves the old file or the new one, never half."""
     target = Path(path)
-    data = encode_cache(contacts)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    write_atomic(target, encode_cache(contacts), temp_prefix=f".{target.name}.")
 
 
 def load_cache(path: str | os.PathLike[str]) -> list[Contact]:

@@ -33,13 +33,13 @@ import errno
 import fcntl
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
+from node.atomicfile import fsync_dir, write_atomic
 from node.storage.chunkstore import (
     MAX_CHUNK_SIZE,
     ChunkCorrupt,
@@ -152,8 +152,8 @@ class DiskChunkStore(StoreBase):
         try:
             if not path.parent.is_dir():
                 path.parent.mkdir()
-                _fsync_dir(self._chunks_dir)
-            _write_atomic(path, data)
+                fsync_dir(self._chunks_dir)
+            write_atomic(path, data, temp_prefix=TEMP_PREFIX)
         except OSError as exc:
             if exc.errno not in _DISK_FULL:
                 raise
@@ -286,28 +286,3 @@ def _acquire_lock(root: Path) -> IO[bytes]:
     lock_file.write(f"{os.getpid()}\n".encode())
     lock_file.flush()
     return lock_file
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see nothing or everything, even after a crash."""
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a directory's entries (a new or renamed file) durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -9,10 +9,10 @@ forward in the (version, digest) order, and an unsigned or stale write changes n
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from pathlib import Path
 
+from node.atomicfile import write_atomic
 from node.data.records import Record, RecordError, Verdict, judge
 
 MAX_RECORDS = 100_000
@@ -58,10 +58,4 @@ class RecordStore:
             return list(self._records)
 
     def _write(self, record: Record) -> None:
-        path = self._root / record.address.hex()
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(record.encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(self._root / record.address.hex(), record.encode())
