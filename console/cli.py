@@ -14,6 +14,7 @@ from console import accountcli, datacli
 from node import __version__
 from node import cli as node_cli
 from testnet import cli as testnet_cli
+from testnet import image as image_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     testnet_cli.register(sub)
     datacli.register(sub)
     accountcli.register(sub)
+    image_cli.register(sub)
     return parser
 
 
