@@ -36,7 +36,8 @@ class NodeConfig:
         admin_token: operator bearer token for the admin API (or env TROON_ADMIN_TOKEN).
         listen_host / listen_port: UDP address for peers (port 0 = any free port).
         admin_host / admin_port: TCP address of the admin API (port 0 = any free port).
-        advertise_host: address peers should use to reach us (default: listen_host).
+        advertise_host: address peers should use to reach us (default: listen_host; ``auto``:
+            our address on the route to the first contact, for containers and multi-host).
         contacts: peers to join from, ``HOST:PORT/PUBKEYHEX``; env TROON_CONTACTS adds more
             (comma separated).
         first: start a new network with no contacts.

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -70,6 +71,14 @@ TRANSFER_FLOOR = 1_000_000
 """Bytes per second a chunk transfer may be as slow as before it counts as failed."""
 RESPONSIBILITY_MARGIN = 2
 """A replica is accepted if we are among the ``factor * margin`` closest by our own view."""
+
+
+def local_address_towards(addr: tuple[str, int]) -> str:
+    """Our own address on the route to ``addr`` (a UDP connect sends nothing)."""
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(addr)
+        return str(probe.getsockname()[0])
 
 
 def load_identity(path: Path) -> Identity:
@@ -138,7 +147,7 @@ class NodeService(DataPlane):
         cfg = self.config
         self.started_at = self.now()
         host, port = await self.transport.start(cfg.listen_host, cfg.listen_port)
-        self.contact = Contact.of(self.identity.public_key, (cfg.advertised, port))
+        self.contact = Contact.of(self.identity.public_key, (self._advertised_host(), port))
         self.admin_address = await self.admin.start(cfg.admin_host, cfg.admin_port)
         log.info("node %s on %s:%d, admin %s", self.name.hex()[:12], host, port, self.admin_address)
         try:
@@ -159,6 +168,21 @@ class NodeService(DataPlane):
             self.store.close()
             with contextlib.suppress(FileNotFoundError):
                 (cfg.data_dir / "node.json").unlink()
+
+    def _advertised_host(self) -> str:
+        """The address peers reach us at.  ``auto`` (containers, multi-host): the local
+        address the kernel would use towards our first contact, else the one for our
+        hostname; the unspecified address is never advertised."""
+        cfg = self.config
+        host = cfg.advertised
+        if host != "auto" and host not in ("0.0.0.0", "::"):
+            return host
+        for text in cfg.contacts:
+            with contextlib.suppress(BootstrapError, OSError):
+                return local_address_towards(parse_contact(text).address)
+        with contextlib.suppress(OSError):
+            return socket.gethostbyname(socket.gethostname())  # /etc/hosts, no network lookup
+        return "127.0.0.1"
 
     def stop(self) -> None:
         """Leave the network gracefully (peers are told at once)."""

@@ -199,3 +199,20 @@ def test_config_requires_contacts_or_first(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="contacts"):
         node_config(tmp_path, 0, (), first=False)
+
+
+def test_auto_advertise_uses_the_route_towards_a_contact(tmp_path: Path) -> None:
+    from node.service import local_address_towards
+
+    assert local_address_towards(("127.0.0.1", 9)) == "127.0.0.1"
+
+    async def body() -> None:
+        async with cluster(tmp_path, 1) as c:
+            cfg = node_config(
+                tmp_path, 1, (c.contact(0),), listen_host="0.0.0.0", advertise_host="auto"
+            )
+            node = await c.add(cfg)
+            assert node.contact is not None and node.contact.address[0] == "127.0.0.1"
+            assert await settle(lambda: len(node.table) == 1)
+
+    run(body())
