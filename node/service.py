@@ -269,7 +269,10 @@ class NodeService(DataPlane):
         for action in actions:
             if isinstance(action, PingRequest):
                 self._spawn(self._ping(action.contact))
-            elif isinstance(action, ContactAdded | ContactRemoved):
+            elif isinstance(action, ContactRemoved):
+                self.replicator.on_peer_gone(action.contact.name)  # drop its pending work
+                changed = True
+            elif isinstance(action, ContactAdded):
                 changed = True
         if changed:
             self.replicator.on_membership_change(now=self.now())
@@ -630,7 +633,8 @@ class NodeService(DataPlane):
     async def _query(self, contact: Contact, names: list[bytes]) -> None:
         try:
             reply = await self.rpc.call(contact.public_key, contact.address, Kind.HAS, names=names)
-        except RpcError:
+        except RpcError as exc:
+            self._suspect(contact, exc)
             return
         held = set(reply.body["held"])
         missing = [n for n in names if n not in held]
@@ -643,9 +647,17 @@ class NodeService(DataPlane):
             await self._send_replica(contact, name, data)
             ok = True
             self.counters["replication_pushes"] += 1
-        except (RpcError, StoreError):
+        except RpcError as exc:
+            self._suspect(contact, exc)
+        except StoreError:
             ok = False
         self.replicator.on_push_result(contact.name, name, ok, now=self.now())
+
+    def _suspect(self, contact: Contact, exc: RpcError) -> None:
+        """A replication call failed: ping the peer, and evict it if it is really gone, so
+        close groups (and the repair they drive) stop counting on a dead node."""
+        if exc.code in ("unreachable", "timeout"):
+            self._spawn(self._ping(contact))
 
 
 async def _guard(coro: Awaitable[None]) -> None:
