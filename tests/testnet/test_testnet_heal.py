@@ -67,3 +67,22 @@ def test_three_of_four_holders_killed_in_turn_lose_nothing(
         assert target.name.hex() in chunks["names"]
     finally:
         net.down(grace=3.0)
+
+
+def test_eight_of_thirty_nodes_killed_at_once_lose_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TROON_HOME", str(tmp_path))
+    net, up = Testnet.up(spec_from_dict({"name": "mass", "nodes": 30, "seed": 9}))
+    try:
+        assert up.ok and net.converge(timeout=WAIT).converged
+        put = net.put(300, 1024)
+        assert put.stored == 300
+        victims = list(net.live())[1:30:4][:8]
+        for index in victims:
+            assert net.kill(index).ok
+        report = healed(net)
+        assert report.clean, report.counts
+        assert report.live == 22 and not report.data_lost
+    finally:
+        net.down(grace=3.0)
