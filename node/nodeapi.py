@@ -119,6 +119,9 @@ def admin_routes(node: NodeService) -> Mapping[tuple[str, str], Handler]:
         node.transport.impairment.clear()
         return AdminResponse(body={"rules": {}})
 
+    async def farming(req: AdminRequest) -> AdminResponse:
+        return AdminResponse(body={"rate": node.farming_rate(), **node.farming})
+
     async def leave(req: AdminRequest) -> AdminResponse:
         node.stop()
         return AdminResponse(status=202, body={"leaving": True})
@@ -135,6 +138,7 @@ def admin_routes(node: NodeService) -> Mapping[tuple[str, str], Handler]:
         ("GET", "/impairment"): impairment,
         ("POST", "/impairment"): set_impairment,
         ("POST", "/impairment/clear"): clear_impairment,
+        ("GET", "/farming"): farming,
         ("POST", "/leave"): leave,
     }
 
@@ -147,13 +151,14 @@ def _counters(node: NodeService) -> dict[str, Any]:
         "routing": {"contacts": len(node.table)},
         "replication": node.replicator.stats(),
         "storage": node.store.stats(),
+        "farming": dict(node.farming),
     }
 
 
 def _metrics(node: NodeService) -> str:
     families = []
     groups = _counters(node)
-    for group in ("transport", "rpc", "node", "replication", "storage"):
+    for group in ("transport", "rpc", "node", "replication", "storage", "farming"):
         for key, value in sorted(groups[group].items()):
             families.append(
                 metric_family(

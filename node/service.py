@@ -26,11 +26,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar
 
+import blake3
+
 from node import __version__
 from node.admin import AdminServer
 from node.atomicfile import write_atomic
 from node.config import NodeConfig
 from node.data.aio import PUT_QUORUM, DataPlane, load_inboxes
+from node.farming.rewards import attempt, farming_rate
 from node.identity import Identity, xor_name
 from node.messages import Kind, Message
 from node.nodeapi import admin_routes
@@ -65,6 +68,8 @@ SELF_LOOKUP_INTERVAL = (10.0, 60.0, 120.0)
 every 10 s during the first 120 s (neighbours are still arriving), then every 60 s."""
 IDLE_SESSION = 20.0
 """Other sessions unused for this long are closed (with CODE_IDLE) to save keep-alives."""
+FARMING_EPOCH = 60.0
+"""Seconds per farming epoch (an input of the farming lottery)."""
 RECORD_AUDIT = 60.0
 """Seconds between full re-sends of held records to their close groups (and on churn)."""
 TRANSFER_FLOOR = 1_000_000
@@ -122,6 +127,7 @@ class NodeService(DataPlane):
         )
         self.admin = AdminServer(config.admin_token, admin_routes(self))
         self.counters: Counter[str] = Counter()
+        self.farming: Counter[str] = Counter({"attempts": 0, "wins": 0})
         self.roles: dict[bytes, str] = {}
         self.regions: dict[bytes, str] = {}
         self.contact: Contact | None = None
@@ -344,12 +350,26 @@ class NodeService(DataPlane):
         if self.store.has(name):
             data = await asyncio.to_thread(self.store.get, name)
             self.rpc.reply(peer, msg, Kind.GET_OK, data=data)
+            self._farm(peer, msg.rid, name)
             return
         if self.roles.get(peer) == "node":
             self.rpc.reply_error(peer, msg, "not_found", "chunk not held here")
             return
         data = await self.get_chunk(name)
         self.rpc.reply(peer, msg, Kind.GET_OK, data=data)
+
+    def _farm(self, peer: bytes, rid: int, name: bytes) -> None:
+        """Every GET served is a farming attempt: a lottery anyone can re-check from the
+        request, the chunk, our key and the epoch, won with the farming rate of our store."""
+        rate = self.farming_rate()
+        request_id = blake3.blake3(peer + rid.to_bytes(8, "big")).digest()
+        epoch = int(self.now() // FARMING_EPOCH)
+        won = attempt(request_id, name, self.identity.public_key, epoch, rate)
+        self.farming["attempts"] += 1
+        self.farming["wins"] += int(won)
+
+    def farming_rate(self) -> float:
+        return farming_rate(self.store.used_bytes(), max(1, self.config.capacity))
 
     _handlers: ClassVar[dict[Kind, Callable[[NodeService, bytes, Message], Awaitable[None]]]] = {
         Kind.FIND_NODE: _on_find_node,

@@ -216,3 +216,25 @@ def test_auto_advertise_uses_the_route_towards_a_contact(tmp_path: Path) -> None
             assert await settle(lambda: len(node.table) == 1)
 
     run(body())
+
+
+def test_every_get_served_is_a_farming_attempt_counted_on_the_admin_api(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with cluster(tmp_path, 6) as c:
+            assert await settle(lambda: all(len(n.table) >= 5 for n in c.nodes))
+            client = await client_of(c, 0)
+            names = [await client.put_chunk(os.urandom(256)) for _ in range(10)]
+            for name in names:
+                await client.get_chunk(name)
+            await client.close()
+            attempts = sum(n.farming["attempts"] for n in c.nodes)
+            assert attempts == len(names)  # one copy served per GET
+            server = next(n for n in c.nodes if n.farming["attempts"])
+            host, port = server.admin_address
+            farming = await AdminClient(host, port, TOKEN).get("/farming")
+            assert farming["attempts"] == server.farming["attempts"]
+            assert 0.0 <= farming["rate"] <= 1.0
+            metrics = await AdminClient(host, port, TOKEN).get_text("/metrics")
+            assert "troon_farming_attempts" in metrics
+
+    run(body())
