@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +78,22 @@ async def _next_message(t: Transport, timeout: float = 60.0) -> bytes:
     return await asyncio.wait_for(loop(), timeout)
 
 
-async def _bulk(total: int, loss: float) -> dict[str, float]:
-    sink = Peer("sink")
+@contextlib.asynccontextmanager
+async def _dialled(mode: str) -> AsyncIterator[tuple[Transport, Peer]]:
+    """A fresh transport connected to a new peer process; both torn down afterwards."""
+    peer = Peer(mode)
     t = Transport(Identity.generate())
     try:
         await t.start()
-        await t.connect(sink.key, sink.addr)
+        await t.connect(peer.key, peer.addr)
+        yield t, peer
+    finally:
+        await t.aclose()
+        peer.kill()
+
+
+async def _bulk(total: int, loss: float) -> dict[str, float]:
+    async with _dialled("sink") as (t, sink):
         if loss:
             t.impairment.set_rule("*", LinkRule(loss=loss))
         chunk = 1 << 20
@@ -104,17 +116,10 @@ async def _bulk(total: int, loss: float) -> dict[str, float]:
             "packets_lost": float(stats.get("packets_lost", 0)),
             "retransmits": float(stats.get("retransmits", 0)),
         }
-    finally:
-        await t.aclose()
-        sink.kill()
 
 
 async def _rtt(rounds: int) -> dict[str, float]:
-    echo = Peer("echo")
-    t = Transport(Identity.generate())
-    try:
-        await t.start()
-        await t.connect(echo.key, echo.addr)
+    async with _dialled("echo") as (t, echo):
         payload = os.urandom(1024)
         samples = []
         for _ in range(rounds):
@@ -128,9 +133,6 @@ async def _rtt(rounds: int) -> dict[str, float]:
             "p99_ms": samples[int(len(samples) * 0.99) - 1],
             "rounds": float(rounds),
         }
-    finally:
-        await t.aclose()
-        echo.kill()
 
 
 async def _wait_dead(t: Transport, timeout: float) -> float:
@@ -145,11 +147,7 @@ async def _wait_dead(t: Transport, timeout: float) -> float:
 
 async def _killed(active: bool) -> float:
     """Seconds from SIGKILL of the peer process to our PeerDead event."""
-    echo = Peer("echo")
-    t = Transport(Identity.generate())
-    try:
-        await t.start()
-        await t.connect(echo.key, echo.addr)
+    async with _dialled("echo") as (t, echo):
         t.send(echo.key, b"warm-up")
         await _next_message(t)
         stop = asyncio.Event()
@@ -169,27 +167,17 @@ async def _killed(active: bool) -> float:
         if pump is not None:
             await pump
         return dead_at - killed_at
-    finally:
-        await t.aclose()
-        echo.kill()
 
 
 async def _silent() -> float:
     """Seconds from blackholing a peer to our PeerDead event (default config)."""
-    echo = Peer("echo")
-    t = Transport(Identity.generate())
-    try:
-        await t.start()
-        await t.connect(echo.key, echo.addr)
+    async with _dialled("echo") as (t, echo):
         t.send(echo.key, b"warm-up")
         await _next_message(t)
         await asyncio.sleep(0.2)
         cut_at = time.perf_counter()
         t.impairment.set_rule(f"addr:{echo.addr[0]}:{echo.addr[1]}", LinkRule(blackhole=True))
         return await _wait_dead(t, 10) - cut_at
-    finally:
-        await t.aclose()
-        echo.kill()
 
 
 KEEPALIVE_SPOKES = """
