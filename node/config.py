@@ -49,6 +49,11 @@ class NodeConfig:
         audit_interval: seconds between full replication audits.
         refresh_interval: seconds between bucket refreshes.
         request_timeout: seconds before a request to a peer counts as failed.
+        require_payment: refuse client PUTs that carry no valid store payment.
+        reward_wallet: hex public key farming rewards go to (default: the node's own key).
+        core_wallet: hex public key of the core-development wallet (default: the testnet's
+            well-known one, :data:`node.farming.aio.DEFAULT_CORE_WALLET`); every node of a
+            network must agree on it.
         transport: transport settings (keep-alive, idle timeout...).
     """
 
@@ -70,6 +75,9 @@ class NodeConfig:
     audit_interval: float = 10.0
     refresh_interval: float = 300.0
     request_timeout: float = 3.0
+    require_payment: bool = False
+    reward_wallet: str = ""
+    core_wallet: str = ""
     transport: TransportConfig = NODE_TRANSPORT
 
     def __post_init__(self) -> None:
@@ -90,6 +98,10 @@ class NodeConfig:
         for name in ("audit_interval", "refresh_interval", "request_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        for name in ("reward_wallet", "core_wallet"):
+            value = getattr(self, name)
+            if value and not (len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+                raise ConfigError(f"{name} must be 64 lowercase hex digits (a public key)")
 
     @property
     def advertised(self) -> str:

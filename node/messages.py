@@ -51,6 +51,8 @@ class Kind(IntEnum):
     INBOX_DELETE = 19
     INBOX_OK = 20
     INBOX_DATA = 21
+    LEDGER = 22
+    LEDGER_OK = 23
 
 
 REQUESTS = {
@@ -61,6 +63,7 @@ REQUESTS = {
     Kind.HAS,
     Kind.RECORD_PUT,
     Kind.RECORD_GET,
+    Kind.LEDGER,
 }
 RESPONSES = {
     Kind.NODES,
@@ -73,10 +76,30 @@ RESPONSES = {
     Kind.RECORD_DATA,
     Kind.INBOX_OK,
     Kind.INBOX_DATA,
+    Kind.LEDGER_OK,
 }
 MAX_RECORD_BYTES = 64 * 1024 + 1024
 MAX_ENVELOPE_BYTES = 64 * 1024 + 1024
 MAX_ENVELOPES = 200
+MAX_LEDGER_BYTES = 1 << 20
+MAX_PAYMENT_BYTES = 4096
+LEDGER_OPS = (
+    "wallet.get",
+    "wallet.open",
+    "wallet.create",
+    "wallet.transfer",
+    "wallet.vote",
+    "wallet.commit",
+    "wallet.credit",
+    "wallet.mint",
+    "wallet.push",
+    "mint.request",
+    "mint.vote",
+    "mint.commit",
+    "mint.get",
+    "mint.push",
+    "cost",
+)
 
 
 class Message(NamedTuple):
@@ -135,6 +158,18 @@ def _blob(v: Any, limit: int) -> bytes:
     return v
 
 
+def _app(v: Any) -> bytes:
+    if not isinstance(v, bytes) or len(v) not in (0, NAME_LEN):
+        raise MessageError("app must be empty or a 32-byte wallet key")
+    return v
+
+
+def _ledger_op(v: Any) -> str:
+    if v not in LEDGER_OPS:
+        raise MessageError(f"unknown ledger op {str(v)[:40]!r}")
+    return str(v)
+
+
 def _envelopes(v: Any) -> list[bytes]:
     if not isinstance(v, list) or len(v) > MAX_ENVELOPES:
         raise MessageError(f"envelopes must be a list of at most {MAX_ENVELOPES}")
@@ -147,9 +182,14 @@ _FIELDS: dict[Kind, dict[str, Any]] = {
     Kind.NODES: {"contacts": _contacts},
     Kind.PING: {},
     Kind.PONG: {},
-    Kind.PUT: {"name": _name, "data": _data, "replica": _bool},
+    Kind.PUT: {
+        "name": _name,
+        "data": _data,
+        "replica": _bool,
+        "payment": lambda v: _blob(v, MAX_PAYMENT_BYTES),
+    },
     Kind.PUT_OK: {"stored": _bool, "holders": lambda v: _int(v, 0, 64)},
-    Kind.GET: {"name": _name},
+    Kind.GET: {"name": _name, "app": _app},
     Kind.GET_OK: {"data": _data},
     Kind.HAS: {"names": _names},
     Kind.HAS_OK: {"held": _names},
@@ -168,6 +208,8 @@ _FIELDS: dict[Kind, dict[str, Any]] = {
     },
     Kind.INBOX_OK: {"count": lambda v: _int(v, 0, 1 << 20)},
     Kind.INBOX_DATA: {"envelopes": _envelopes},
+    Kind.LEDGER: {"op": _ledger_op, "body": lambda v: _blob(v, MAX_LEDGER_BYTES), "replica": _bool},
+    Kind.LEDGER_OK: {"body": lambda v: _blob(v, MAX_LEDGER_BYTES)},
 }
 
 

@@ -2,7 +2,8 @@
 
 Every route is authenticated by :class:`node.admin.AdminServer` (bearer token);
 these handlers only see authorised requests.  Reads are snapshots; the controls
-are impairment rules and graceful leave.  Bad parameters raise AdminError (400)
+are impairment rules (one at a time, or groups and rules in bulk), `/probe` (PING a
+peer, report round-trip times) and graceful leave.  Bad parameters raise AdminError (400)
 and change nothing.
 """
 
@@ -19,12 +20,17 @@ from node.admin import (
     metric_family,
     render_openmetrics,
 )
-from node.transport.impair import ImpairmentError, LinkRule
+from node.messages import Kind
+from node.routing.bootstrap import BootstrapError, parse_contact
+from node.routing.contact import Contact
+from node.rpc.aio import RpcError
+from node.transport.impair import Addr, ImpairmentError, LinkRule
 
 if TYPE_CHECKING:
     from node.service import NodeService
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+MAX_PROBES = 20  # PINGs one /probe request may send
 
 
 def _name_param(req: AdminRequest, key: str = "name") -> bytes:
@@ -119,8 +125,28 @@ def admin_routes(node: NodeService) -> Mapping[tuple[str, str], Handler]:
         node.transport.impairment.clear()
         return AdminResponse(body={"rules": {}})
 
+    async def bulk_impairment(req: AdminRequest) -> AdminResponse:
+        assign, rules = _bulk_body(req.json())
+        try:
+            node.transport.impairment.update(assign, rules)
+        except ImpairmentError as exc:
+            raise AdminError(str(exc)) from exc
+        imp = node.transport.impairment
+        return AdminResponse(body={"rules": imp.rules(), "groups": _group_sizes(imp.groups())})
+
+    async def probe(req: AdminRequest) -> AdminResponse:
+        try:
+            contact = parse_contact(req.query.get("contact", ""))
+        except BootstrapError as exc:
+            raise AdminError(str(exc)) from exc
+        if contact.name == node.name:
+            raise AdminError("contact is this node itself; probe another node")
+        count = _int_param(req, "count", 3, 1, MAX_PROBES)
+        return AdminResponse(body=await _probe(node, contact, count))
+
     async def farming(req: AdminRequest) -> AdminResponse:
-        return AdminResponse(body={"rate": node.farming_rate(), **node.farming})
+        body = {"rate": node.farming_rate(), **node.farming, **node.ledger_snapshot()}
+        return AdminResponse(body=body)
 
     async def leave(req: AdminRequest) -> AdminResponse:
         node.stop()
@@ -138,9 +164,57 @@ def admin_routes(node: NodeService) -> Mapping[tuple[str, str], Handler]:
         ("GET", "/impairment"): impairment,
         ("POST", "/impairment"): set_impairment,
         ("POST", "/impairment/clear"): clear_impairment,
+        ("POST", "/impairment/bulk"): bulk_impairment,
+        ("GET", "/probe"): probe,
         ("GET", "/farming"): farming,
         ("POST", "/leave"): leave,
     }
+
+
+def _bulk_body(doc: Any) -> tuple[dict[str, list[Addr]], dict[str, LinkRule | None]]:
+    """``{"assign": {group: [[host, port], ...]}, "rules": {selector: rule | null}}``."""
+    shape = '{"assign": {group: [[host, port], ...]}, "rules": {selector: {...} | null}}'
+    if not isinstance(doc, dict) or not set(doc) <= {"assign", "rules"}:
+        raise AdminError(f"body must be {shape}")
+    assign, rules = doc.get("assign", {}), doc.get("rules", {})
+    if not isinstance(assign, dict) or not isinstance(rules, dict):
+        raise AdminError(f"body must be {shape}")
+    try:
+        members = {}
+        for group, addrs in assign.items():
+            if not isinstance(addrs, list):
+                raise ImpairmentError(f"assign.{group}: must be a list of [host, port]")
+            members[group] = [tuple(a) if isinstance(a, list) else a for a in addrs]
+        parsed = {sel: None if r is None else LinkRule.from_dict(r) for sel, r in rules.items()}
+    except ImpairmentError as exc:
+        raise AdminError(str(exc)) from exc
+    return members, parsed
+
+
+def _group_sizes(groups: Mapping[str, list[Addr]]) -> dict[str, int]:
+    return {group: len(members) for group, members in groups.items()}
+
+
+async def _probe(node: NodeService, contact: Contact, count: int) -> dict[str, Any]:
+    """PING ``contact`` ``count`` times over the real transport (after one untimed PING that
+    opens a session if there is none, so the handshake is not measured)."""
+    errors: list[str] = []
+    rtts: list[float] = []
+    key, addr = contact.public_key, contact.address
+    if not node.transport.endpoint.is_connected(key):
+        try:
+            await node.rpc.call(key, addr, Kind.PING)
+        except RpcError as exc:
+            errors.append(f"connect: {exc}")
+    for _ in range(count if not errors else 0):
+        started = node.now()
+        try:
+            await node.rpc.call(key, addr, Kind.PING)
+        except RpcError as exc:
+            errors.append(str(exc))
+            continue
+        rtts.append(round((node.now() - started) * 1000, 3))
+    return {"contact": contact.to_dict(), "rtt_ms": rtts, "errors": errors}
 
 
 def _counters(node: NodeService) -> dict[str, Any]:

@@ -33,7 +33,10 @@ from node.admin import AdminServer
 from node.atomicfile import write_atomic
 from node.config import NodeConfig
 from node.data.aio import PUT_QUORUM, DataPlane, load_inboxes
-from node.farming.rewards import attempt, farming_rate
+from node.farming.aio import LedgerPlane
+from node.farming.ledgerstore import LedgerStore
+from node.farming.mintlog import Claim
+from node.farming.rewards import FarmingConfig, attempt, farming_rate
 from node.identity import Identity, xor_name
 from node.messages import Kind, Message
 from node.nodeapi import admin_routes
@@ -68,8 +71,6 @@ SELF_LOOKUP_INTERVAL = (10.0, 60.0, 120.0)
 every 10 s during the first 120 s (neighbours are still arriving), then every 60 s."""
 IDLE_SESSION = 20.0
 """Other sessions unused for this long are closed (with CODE_IDLE) to save keep-alives."""
-FARMING_EPOCH = 60.0
-"""Seconds per farming epoch (an input of the farming lottery)."""
 RECORD_AUDIT = 60.0
 """Seconds between full re-sends of held records to their close groups (and on churn)."""
 TRANSFER_FLOOR = 1_000_000
@@ -100,7 +101,7 @@ def load_identity(path: Path) -> Identity:
     return ident
 
 
-class NodeService(DataPlane):
+class NodeService(DataPlane, LedgerPlane):
     """One node: serve peers and clients until stopped."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -127,7 +128,11 @@ class NodeService(DataPlane):
         )
         self.admin = AdminServer(config.admin_token, admin_routes(self))
         self.counters: Counter[str] = Counter()
-        self.farming: Counter[str] = Counter({"attempts": 0, "wins": 0})
+        self.farming: Counter[str] = Counter(
+            {"attempts": 0, "wins": 0, "claims_paid": 0, "claims_refused": 0, "coins_earned": 0}
+        )
+        self.farm_config = FarmingConfig()
+        self.ledger = LedgerStore(config.data_dir / "ledger", self.farm_config)
         self.roles: dict[bytes, str] = {}
         self.regions: dict[bytes, str] = {}
         self.contact: Contact | None = None
@@ -142,6 +147,7 @@ class NodeService(DataPlane):
         self._tasks: set[asyncio.Task[None]] = set()
         self._cached_contacts: frozenset[bytes] = frozenset()
         self.ready = asyncio.Event()
+        self._ledger_init()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -163,6 +169,7 @@ class NodeService(DataPlane):
                     tg.create_task(self._event_loop()),
                     tg.create_task(self._maintain()),
                     tg.create_task(self._replicate_loop()),
+                    tg.create_task(self._ledger_worker()),
                 ]
                 await self._stop.wait()
                 for task in [*workers, *self._tasks]:
@@ -174,6 +181,10 @@ class NodeService(DataPlane):
             self.store.close()
             with contextlib.suppress(FileNotFoundError):
                 (cfg.data_dir / "node.json").unlink()
+
+    async def _ledger_worker(self) -> None:
+        await self.ready.wait()
+        await self._ledger_loop(self._stop)
 
     def _advertised_host(self) -> str:
         """The address peers reach us at.  ``auto`` (containers, multi-host): the local
@@ -342,6 +353,12 @@ class NodeService(DataPlane):
             stored = await self._store(name, data)
             self.rpc.reply(peer, msg, Kind.PUT_OK, stored=stored, holders=1)
             return
+        if self.config.require_payment:
+            refusal = await self.check_payment(name, len(data), msg.body["payment"])
+            if refusal is not None:
+                self.counters["rejected_unpaid"] += 1
+                self.rpc.reply_error(peer, msg, "payment_required", refusal)
+                return
         holders = await self.put_chunk(name, data)
         self.rpc.reply(peer, msg, Kind.PUT_OK, stored=True, holders=holders)
 
@@ -350,23 +367,29 @@ class NodeService(DataPlane):
         if self.store.has(name):
             data = await asyncio.to_thread(self.store.get, name)
             self.rpc.reply(peer, msg, Kind.GET_OK, data=data)
-            self._farm(peer, msg.rid, name)
+            self._farm(peer, msg.rid, name, msg.body["app"])
             return
         if self.roles.get(peer) == "node":
             self.rpc.reply_error(peer, msg, "not_found", "chunk not held here")
             return
-        data = await self.get_chunk(name)
+        data = await self.get_chunk(name, app=msg.body["app"])
         self.rpc.reply(peer, msg, Kind.GET_OK, data=data)
 
-    def _farm(self, peer: bytes, rid: int, name: bytes) -> None:
+    def _farm(self, peer: bytes, rid: int, name: bytes, app: bytes) -> None:
         """Every GET served is a farming attempt: a lottery anyone can re-check from the
-        request, the chunk, our key and the epoch, won with the farming rate of our store."""
-        rate = self.farming_rate()
+        request, the chunk, our key and the epoch, won with the farming rate of our store.
+        A win is claimed from the mint, whose group re-runs the lottery before paying."""
+        capacity = max(1, self.config.capacity)
+        used = min(self.store.used_bytes(), capacity)
+        rate = farming_rate(used, capacity)
         request_id = blake3.blake3(peer + rid.to_bytes(8, "big")).digest()
-        epoch = int(self.now() // FARMING_EPOCH)
+        epoch = self.epoch_now()
         won = attempt(request_id, name, self.identity.public_key, epoch, rate)
         self.farming["attempts"] += 1
         self.farming["wins"] += int(won)
+        if won:
+            claim = Claim(request_id, name, self.identity.public_key, epoch, used, capacity, app)
+            self._claim_reward(claim)
 
     def farming_rate(self) -> float:
         return farming_rate(self.store.used_bytes(), max(1, self.config.capacity))
@@ -382,6 +405,7 @@ class NodeService(DataPlane):
         Kind.INBOX_ADD: DataPlane._on_inbox_add,
         Kind.INBOX_LIST: DataPlane._on_inbox_list,
         Kind.INBOX_DELETE: DataPlane._on_inbox_delete,
+        Kind.LEDGER: LedgerPlane._on_ledger,
     }
 
     # ------------------------------------------------------------------ data paths
@@ -466,13 +490,14 @@ class NodeService(DataPlane):
             name=name,
             data=data,
             replica=True,
+            payment=b"",
         )
 
     def _transfer_timeout(self, size: int) -> float:
         """Request timeout for a message of ``size`` bytes: the base plus 1 s per MB."""
         return self.config.request_timeout + size / TRANSFER_FLOOR
 
-    async def get_chunk(self, name: bytes) -> bytes:
+    async def get_chunk(self, name: bytes, *, app: bytes = b"") -> bytes:
         """Fetch a chunk from its close group, verifying each copy; tries every holder."""
         for contact in await self.close_group(name):
             if contact.name == self.name:
@@ -484,6 +509,7 @@ class NodeService(DataPlane):
                     Kind.GET,
                     timeout=self._transfer_timeout(MAX_CHUNK_SIZE),
                     name=name,
+                    app=app,
                 )
             except RpcError:
                 continue

@@ -22,9 +22,20 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
+
 from node import __version__
 from node.data.inbox import Envelope, InboxError
 from node.data.records import Record, RecordError
+from node.farming.ledger import (
+    BURN_ADDRESS,
+    DebitProof,
+    LedgerError,
+    WalletReplica,
+    sign_transfer,
+)
+from node.farming.mintlog import AllowanceRequest, MintProof
+from node.farming.rewards import RewardError
 from node.identity import Identity
 from node.messages import Kind
 from node.routing.bootstrap import parse_contact
@@ -52,6 +63,7 @@ class Client:
         )
         self.rpc = Rpc(self.transport, timeout=PUT_TIMEOUT)
         self.gateway: Contact | None = None
+        self.app = b""  # app wallet named in every GET (farming rewards share 10 % with it)
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self, host: str = "127.0.0.1") -> None:
@@ -77,25 +89,36 @@ class Client:
             raise ClientError("not connected: call connect() with a node contact first")
         return self.gateway
 
-    async def put_chunk(self, data: bytes) -> bytes:
-        """Store ``data`` as a chunk; returns its name once the close group holds it."""
+    async def put_chunk(self, data: bytes, *, payment: bytes = b"") -> bytes:
+        """Store ``data`` as a chunk; returns its name once the close group holds it.
+
+        ``payment``: an encoded store-payment proof (see :meth:`pay_for`), for networks whose
+        nodes require one."""
         if len(data) > MAX_CHUNK_SIZE:
             raise ClientError(f"a chunk is at most {MAX_CHUNK_SIZE} bytes")
         gw = self._gw()
         name = chunk_name(data)
         try:
             await self.rpc.call(
-                gw.public_key, gw.address, Kind.PUT, name=name, data=data, replica=False
+                gw.public_key,
+                gw.address,
+                Kind.PUT,
+                name=name,
+                data=data,
+                replica=False,
+                payment=payment,
             )
         except RpcError as exc:
             raise ClientError(f"store failed: {exc}") from exc
         return name
 
-    async def get_chunk(self, name: bytes) -> bytes:
-        """Fetch and verify a chunk."""
+    async def get_chunk(self, name: bytes, *, app: bytes = b"") -> bytes:
+        """Fetch and verify a chunk; ``app`` names the app wallet to share farming rewards."""
         gw = self._gw()
         try:
-            reply = await self.rpc.call(gw.public_key, gw.address, Kind.GET, name=name)
+            reply = await self.rpc.call(
+                gw.public_key, gw.address, Kind.GET, name=name, app=app or self.app
+            )
         except RpcError as exc:
             raise ClientError(f"fetch failed: {exc}") from exc
         data = bytes(reply.body["data"])
@@ -175,6 +198,85 @@ class Client:
         except RpcError as exc:
             raise ClientError(f"cannot delete: {exc}") from exc
         return int(reply.body["count"])
+
+    # -- safecoin -------------------------------------------------------------------------
+
+    async def _ledger(self, op: str, body: bytes) -> bytes:
+        gw = self._gw()
+        try:
+            reply = await self.rpc.call(
+                gw.public_key, gw.address, Kind.LEDGER, op=op, body=body, replica=False
+            )
+        except RpcError as exc:
+            text = exc.message if exc.code in ("refused", "not_found") else str(exc)
+            raise ClientError(text) from exc
+        return bytes(reply.body["body"])
+
+    async def create_wallet(self, owner: Identity) -> int:
+        """Open ``owner``'s wallet on its close group and claim the free allowance once;
+        the coins minted (0 if the wallet had its allowance already)."""
+        proof = await self._ledger("wallet.create", AllowanceRequest.sign(owner).encode())
+        if not proof:
+            return 0
+        try:
+            return MintProof.decode(proof).op.minted
+        except RewardError as exc:
+            raise ClientError(f"the gateway returned a bad mint proof: {exc}") from exc
+
+    async def wallet(self, key: bytes) -> WalletReplica:
+        """The wallet's state as its close group reports it (the majority of replicas)."""
+        state = await self._ledger("wallet.get", key)
+        try:
+            replica = WalletReplica.decode(state)
+        except LedgerError as exc:
+            raise ClientError(f"the gateway returned a bad wallet state: {exc}") from exc
+        if replica.wallet != key:
+            raise ClientError("the gateway returned another wallet's state")
+        return replica
+
+    async def send(
+        self, owner: Identity, recipient: bytes, amount: int, memo: bytes = b""
+    ) -> DebitProof:
+        """Transfer ``amount`` coins; the proof once the sender's group committed it."""
+        if recipient == owner.public_key:
+            raise ClientError("cannot send coins to the same wallet")
+        last = ""
+        for _ in range(3):
+            state = await self.wallet(owner.public_key)
+            if amount > state.balance:
+                raise ClientError(f"insufficient funds: balance {state.balance}, sending {amount}")
+            try:
+                transfer = sign_transfer(owner, recipient, amount, state.next_seq, memo)
+            except LedgerError as exc:
+                raise ClientError(str(exc)) from exc
+            try:
+                proof = await self._ledger("wallet.transfer", transfer.encode())
+            except ClientError as exc:
+                last = str(exc)
+                if "out of order" in last or "replay" in last:
+                    await asyncio.sleep(0.5)  # a replica is behind or ahead: refetch the seq
+                    continue
+                raise
+            try:
+                return DebitProof.decode(proof)
+            except LedgerError as exc:
+                raise ClientError(f"the gateway returned a bad proof: {exc}") from exc
+        raise ClientError(f"transfer not accepted: {last}")
+
+    async def store_cost(self, size: int) -> int:
+        """Coins the gateway asks for storing ``size`` bytes now."""
+        raw = await self._ledger("cost", msgpack.packb(size))
+        cost = msgpack.unpackb(raw)
+        if type(cost) is not int or cost < 0:
+            raise ClientError("the gateway returned a bad store cost")
+        return cost
+
+    async def pay_for(self, owner: Identity, data: bytes) -> bytes:
+        """Pay the store cost of chunk ``data`` from ``owner``'s wallet (a burn that names
+        the chunk); the encoded proof to pass as ``put_chunk(payment=...)``."""
+        cost = await self.store_cost(len(data))
+        proof = await self.send(owner, BURN_ADDRESS, max(1, cost), memo=chunk_name(data))
+        return proof.encode()
 
     async def close(self) -> None:
         if self._reader is not None:

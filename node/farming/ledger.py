@@ -200,7 +200,14 @@ class DebitProof:
 
     def verify(self, group: Collection[bytes], quorum: int = 3) -> None:
         """Raise :class:`LedgerError` unless every vote is valid and enough members voted."""
-        members = check_quorum(group, quorum)
+        self.verify_near(check_quorum(group, quorum), quorum)
+
+    def verify_near(self, candidates: Collection[bytes], quorum: int = 3) -> None:
+        """Like :meth:`verify`, with voters taken from ``candidates``: the nodes a verifier
+        elsewhere in the network believes are near the sender's wallet (a superset of its
+        group during churn).  Double-spend safety does not rest on this check but on each
+        group member voting once per seq; this one only keeps far-away nodes from forging."""
+        members = frozenset(candidates)
         self.transfer.verify()
         tid = self.transfer.id
         voters: set[bytes] = set()
@@ -290,9 +297,17 @@ class WalletReplica:
         self.voted[transfer.seq] = transfer.id
         return DebitVote(transfer.id, me.public_key, me.sign(_VOTE_TAG + transfer.id))
 
-    def apply_debit(self, proof: DebitProof, group: Collection[bytes]) -> None:
-        """Commit a quorum-approved debit: ``balance -= amount``, ``next_seq += 1``."""
-        proof.verify(group, self.quorum)
+    def apply_debit(
+        self, proof: DebitProof, group: Collection[bytes], *, near: bool = False
+    ) -> None:
+        """Commit a quorum-approved debit: ``balance -= amount``, ``next_seq += 1``.
+
+        ``near``: ``group`` is a verifier's candidate set (see :meth:`DebitProof.verify_near`).
+        """
+        if near:
+            proof.verify_near(group, self.quorum)
+        else:
+            proof.verify(group, self.quorum)
         transfer = proof.transfer
         self._check_next(transfer)
         if transfer.amount > self.balance:
@@ -302,9 +317,14 @@ class WalletReplica:
         self.voted = {s: t for s, t in self.voted.items() if s >= self.next_seq}
         self._record("debit", transfer.id, transfer.recipient, transfer.amount)
 
-    def apply_credit(self, proof: DebitProof, sender_group: Collection[bytes]) -> bool:
+    def apply_credit(
+        self, proof: DebitProof, sender_group: Collection[bytes], *, near: bool = False
+    ) -> bool:
         """Credit a debit committed by the sender's group; False if already credited."""
-        proof.verify(sender_group, self.quorum)
+        if near:
+            proof.verify_near(sender_group, self.quorum)
+        else:
+            proof.verify(sender_group, self.quorum)
         transfer = proof.transfer
         if transfer.recipient != self.wallet:
             raise LedgerError("proof pays another wallet")

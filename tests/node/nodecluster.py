@@ -33,8 +33,9 @@ def node_config(root: Path, index: int, contacts: tuple[str, ...] = (), **extra:
 class Cluster:
     """Nodes of one test network, each ``run()`` as a task of this cluster."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, **extra: Any) -> None:
         self.root = root
+        self.extra = extra
         self.nodes: list[NodeService] = []
         self.tasks: dict[NodeService, asyncio.Task[None]] = {}
 
@@ -46,7 +47,7 @@ class Cluster:
     async def add(self, config: NodeConfig | None = None) -> NodeService:
         if config is None:
             seeds = tuple(self.contact(i) for i in range(min(3, len(self.nodes))))
-            config = node_config(self.root, len(self.nodes), seeds)
+            config = node_config(self.root, len(self.nodes), seeds, **self.extra)
         node = NodeService(config)
         self.nodes.append(node)
         self.tasks[node] = asyncio.create_task(node.run())
@@ -81,8 +82,8 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def cluster(root: Path, size: int) -> AsyncIterator[Cluster]:
-    c = Cluster(root)
+async def cluster(root: Path, size: int, **extra: Any) -> AsyncIterator[Cluster]:
+    c = Cluster(root, **extra)
     try:
         for _ in range(size):
             await c.add()

@@ -112,17 +112,21 @@ def test_bad_requests_get_error_replies_and_change_nothing(tmp_path: Path) -> No
             data = os.urandom(64)
             wrong = bytes(32)
             with pytest.raises(RpcError) as poisoned:
-                await rpc.call(peer, None, Kind.PUT, name=wrong, data=data, replica=True)
+                await rpc.call(
+                    peer, None, Kind.PUT, name=wrong, data=data, replica=True, payment=b""
+                )
             assert poisoned.value.code == "name_mismatch"
             far = _far_name(c, target)
             far_data, far_name = far
             with pytest.raises(RpcError) as refused:
-                await rpc.call(peer, None, Kind.PUT, name=far_name, data=far_data, replica=True)
+                await rpc.call(
+                    peer, None, Kind.PUT, name=far_name, data=far_data, replica=True, payment=b""
+                )
             assert refused.value.code == "not_responsible"
             client.transport.send(peer, b"\xc1 not msgpack")
             client.transport.send(peer, encode(Kind.PONG, 7))
             with pytest.raises(RpcError) as missing:
-                await rpc.call(peer, None, Kind.GET, name=os.urandom(32))
+                await rpc.call(peer, None, Kind.GET, name=os.urandom(32), app=b"")
             assert missing.value.code == "not_found"
             assert not target.store.has(wrong) and not target.store.has(far_name)
             assert target.counters["rejected_poisoned"] == 1

@@ -1,0 +1,233 @@
+"""Safecoin through an in-process cluster on real sockets: wallets, transfers, the mint,
+farming rewards and store payments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import msgpack
+import pytest
+from nodecluster import Cluster, cluster, settle
+
+from node.client.aio import Client, ClientError
+from node.farming.ledger import BURN_ADDRESS, sign_transfer
+from node.farming.rewards import TOTAL_SUPPLY
+from node.identity import Identity, xor_name
+from node.messages import Kind, MessageError, decode
+from node.rpc.aio import RpcError
+from node.service import NodeService
+
+
+def mint_of(c: Cluster) -> list[int]:
+    return [n.ledger.mint.unminted for n in c.nodes if n.ledger.mint is not None]
+
+
+def audit(c: Cluster) -> tuple[int, int, int]:
+    """(sum of balances, unminted, outbox items): each value as at least 3 of the ideal
+    4 holders report it (-1 if they do not agree)."""
+    keys = {k for n in c.nodes for k in n.ledger.wallets}
+    total = 0
+    for key in keys:
+        ideal = c.ideal(xor_name(key))
+        found = [
+            n.ledger.wallets[key].balance
+            for n in c.nodes
+            if n.name in ideal and key in n.ledger.wallets
+        ]
+        agreed = [b for b in set(found) if found.count(b) >= 3]
+        if not agreed:
+            return -1, -1, -1
+        total += agreed[0]
+    unminted = mint_of(c)
+    agreed = [u for u in set(unminted) if unminted.count(u) >= 3]
+    outbox = sum(len(n.ledger.outbox) for n in c.nodes)
+    return total, agreed[0] if agreed else -1, outbox
+
+
+def balanced(c: Cluster) -> bool:
+    total, unminted, outbox = audit(c)
+    return outbox == 0 and total >= 0 and total + unminted == TOTAL_SUPPLY
+
+
+async def mint_ready(c: Cluster) -> bool:
+    return await settle(lambda: len(mint_of(c)) >= 4, timeout=30)
+
+
+def test_wallets_transfers_and_conservation(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with cluster(tmp_path, 8) as c:
+            assert await settle(lambda: all(len(n.table) >= 7 for n in c.nodes))
+            assert await mint_ready(c)
+            client = Client()
+            await client.start()
+            await client.connect(c.contact(2))
+            alice, bob = Identity.generate(), Identity.generate()
+            assert await client.create_wallet(alice) == 50
+            assert await client.create_wallet(alice) == 0  # the allowance comes once
+            assert (await client.wallet(alice.public_key)).balance == 50
+            await client.send(alice, bob.public_key, 20, b"rent")
+            assert (await client.wallet(alice.public_key)).balance == 30
+            assert await settle(lambda: _balance(c, bob.public_key) == 20)
+            bob_state = await client.wallet(bob.public_key)
+            assert bob_state.balance == 20 and bob_state.history[-1][0] == "credit"
+            with pytest.raises(ClientError, match="insufficient"):
+                await client.send(alice, bob.public_key, 31)
+            # over-balance at the group too (the client-side check bypassed)
+            over = sign_transfer(alice, bob.public_key, 31, 1)
+            with pytest.raises(ClientError, match="insufficient funds"):
+                await client._ledger("wallet.transfer", over.encode())
+            # replayed and out-of-order transfers are refused and change nothing
+            replay = sign_transfer(alice, bob.public_key, 5, 0)
+            with pytest.raises(ClientError, match=r"replay|approved"):
+                await client._ledger("wallet.transfer", replay.encode())
+            ahead = sign_transfer(alice, bob.public_key, 5, 7)
+            with pytest.raises(ClientError, match=r"out of order|approved"):
+                await client._ledger("wallet.transfer", ahead.encode())
+            # a forged signature is refused
+            carol = Identity.generate()
+            forged = replace(sign_transfer(bob, carol.public_key, 5, 1), sender=alice.public_key)
+            with pytest.raises(ClientError, match="signature"):
+                await client._ledger("wallet.transfer", forged.encode())
+            with pytest.raises(ClientError):
+                await client._ledger("wallet.transfer", b"\xc1garbage")
+            assert (await client.wallet(alice.public_key)).balance == 30
+            assert await settle(lambda: balanced(c), timeout=20), audit(c)
+            await client.close()
+
+    asyncio.run(body())
+
+
+def _balance(c: Cluster, key: bytes) -> int | None:
+    found = [n.ledger.wallets[key].balance for n in c.nodes if key in n.ledger.wallets]
+    return max(set(found), key=found.count) if len(found) >= 3 else None
+
+
+def test_a_double_spend_race_gets_at_most_one_through(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with cluster(tmp_path, 8) as c:
+            assert await settle(lambda: all(len(n.table) >= 7 for n in c.nodes))
+            assert await mint_ready(c)
+            clients = []
+            for i in range(2):
+                cl = Client()
+                await cl.start()
+                await cl.connect(c.contact(i + 1))
+                clients.append(cl)
+            alice, bob, carol = (Identity.generate() for _ in range(3))
+            await clients[0].create_wallet(alice)
+            to_bob = sign_transfer(alice, bob.public_key, 40, 0)
+            to_carol = sign_transfer(alice, carol.public_key, 40, 0)
+            results = await asyncio.gather(
+                clients[0]._ledger("wallet.transfer", to_bob.encode()),
+                clients[1]._ledger("wallet.transfer", to_carol.encode()),
+                return_exceptions=True,
+            )
+            ok = [r for r in results if isinstance(r, bytes)]
+            assert len(ok) <= 1
+            await asyncio.sleep(3)
+            bob_b = _balance(c, bob.public_key) or 0
+            carol_b = _balance(c, carol.public_key) or 0
+            assert bob_b + carol_b == 40 * len(ok)
+            assert (await clients[0].wallet(alice.public_key)).balance == 50 - 40 * len(ok)
+            for cl in clients:
+                await cl.close()
+
+    asyncio.run(body())
+
+
+def test_farming_rewards_and_paid_puts(tmp_path: Path) -> None:
+    # a small store capacity makes the farming rate high enough to win in a short test
+    async def body() -> None:
+        async with cluster(tmp_path, 8, capacity=300_000, require_payment=True) as c:
+            assert await settle(lambda: all(len(n.table) >= 7 for n in c.nodes))
+            assert await mint_ready(c)
+            client = Client()
+            await client.start()
+            await client.connect(c.contact(3))
+            payer = Identity.generate()
+            await client.create_wallet(payer)
+            data = os.urandom(20_000)
+            with pytest.raises(ClientError, match="requires payment"):
+                await client.put_chunk(data)
+            cost = await client.store_cost(len(data))
+            assert cost >= 10
+            payment = await client.pay_for(payer, data)
+            name = await client.put_chunk(data, payment=payment)
+            assert (await client.wallet(payer.public_key)).balance == 50 - cost
+            with pytest.raises(ClientError, match="not a store payment for this chunk"):
+                await client.put_chunk(os.urandom(100), payment=payment)
+            # the burn returns the coins to the unminted supply
+            assert await settle(lambda: balanced(c), timeout=20), audit(c)
+            # store more (paid) data, then read it many times: farmers earn
+            app = Identity.generate()
+            client.app = app.public_key
+            names = [name]
+            for _ in range(6):
+                blob = os.urandom(20_000)
+                fresh = Identity.generate()  # 50 free coins pay for one such chunk
+                await client.create_wallet(fresh)
+                names.append(await client.put_chunk(blob, payment=await _pay(client, fresh, blob)))
+            for _ in range(10):
+                for n in names:
+                    await client.get_chunk(n)
+            assert await settle(lambda: sum(n.farming["claims_paid"] for n in c.nodes) > 0, 20)
+            assert await settle(lambda: balanced(c), timeout=30), audit(c)
+            paid = sum(n.farming["claims_paid"] for n in c.nodes)
+            core = c.nodes[0].core_wallet
+            assert (_balance(c, core) or 0) == paid  # 5 % of a 20-coin reward: 1 coin each
+            farmers = [n for n in c.nodes if (_balance(c, n.identity.public_key) or 0) > 0]
+            assert farmers
+            assert (_balance(c, app.public_key) or 0) > 0  # the app developer's 10 %
+            await client.close()
+
+    asyncio.run(body())
+
+
+async def _pay(client: Client, payer: Identity, blob: bytes) -> bytes:
+    try:
+        return await client.pay_for(payer, blob)
+    except ClientError as exc:
+        raise AssertionError(f"payment failed: {exc}") from exc
+
+
+def test_bad_ledger_requests_get_clear_errors(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with cluster(tmp_path, 5) as c:
+            node: NodeService = c.nodes[1]
+            client = Client()
+            await client.start()
+            await client.connect(c.contact(1))
+            for op, payload in [
+                ("wallet.get", b"short"),
+                ("wallet.create", b"\x93\x01\x02\x03"),
+                ("cost", b"\xa3abc"),
+                ("mint.request", b"\x92\xa4nope\xc4\x00"),
+                ("wallet.vote", b""),
+            ]:
+                with pytest.raises(ClientError):
+                    await client._ledger(op, payload)
+            with pytest.raises(ClientError, match="not a client operation"):
+                await client._ledger("wallet.commit", b"")
+            # a client posing as a group member gets nothing out of a member-only op
+            with pytest.raises(RpcError, match=r"no replica|not in the close group|refused"):
+                await client.rpc.call(
+                    node.identity.public_key,
+                    None,
+                    Kind.LEDGER,
+                    op="wallet.vote",
+                    body=sign_transfer(Identity.generate(), BURN_ADDRESS, 1, 0).encode(),
+                    replica=True,
+                )
+            bad = msgpack.packb([int(Kind.LEDGER), 1, {"op": "nope", "body": b"", "replica": True}])
+            with pytest.raises(MessageError, match="unknown ledger op"):
+                decode(bad)
+            with pytest.raises(ClientError, match="no such wallet"):
+                await client.wallet(Identity.generate().public_key)
+            with pytest.raises(ClientError):
+                await client.wallet(BURN_ADDRESS)
+            await client.close()
+
+    asyncio.run(body())
