@@ -1,8 +1,9 @@
 """The ``troon`` command: one entry point, command groups per package.
 
 ``troon node ...`` (node/cli.py), ``troon testnet ...`` (testnet/cli.py), ``troon put``
-and ``troon get`` (console/datacli.py).  The console package sits at the top of the
-dependency picture, so it is the one place allowed to gather every group.
+and ``troon get`` (console/datacli.py), ``troon account`` and ``troon wallet``.  The console
+package sits at the top of the dependency picture, so it is the one place allowed to
+gather every group.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from console import accountcli, datacli
+from console import accountcli, datacli, walletcli
 from node import __version__
 from node import cli as node_cli
 from testnet import cli as testnet_cli
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     testnet_cli.register(sub)
     datacli.register(sub)
     accountcli.register(sub)
+    walletcli.register(sub)
     image_cli.register(sub)
     return parser
 

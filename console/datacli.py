@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     put.add_argument(
         "--map-out", type=Path, help="where to write the DataMap (default FILE.datamap)"
     )
+    put.add_argument(
+        "--pay", metavar="WALLET", help="pay the store cost from this local wallet (see wallet)"
+    )
     _gateway_args(put)
     put.set_defaults(func=_guard(cmd_put))
     get = sub.add_parser("get", help="fetch, verify and decrypt a file")
@@ -99,12 +102,19 @@ def cmd_put(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise ClientError(f"{path} is not a file")
     size = file_size(path)
+    payer = None
+    if args.pay:
+        from console.walletcli import load_wallet
+
+        payer = load_wallet(args.pay)
 
     async def body(client: Client) -> int:
         started = time.perf_counter()
         with _bar(f"storing {path.name}", size) as bar:
             task = bar.add_task("put", total=size)
-            data_map = await put_file(client, path, progress=lambda n: bar.advance(task, n))
+            data_map = await put_file(
+                client, path, progress=lambda n: bar.advance(task, n), payer=payer
+            )
             bar.update(task, completed=size)
         seconds = time.perf_counter() - started
         out = args.map_out or path.with_name(path.name + ".datamap")

@@ -63,6 +63,7 @@ class Client:
         )
         self.rpc = Rpc(self.transport, timeout=PUT_TIMEOUT)
         self.gateway: Contact | None = None
+        self._wallet_locks: dict[bytes, asyncio.Lock] = {}
         self.app = b""  # app wallet named in every GET (farming rewards share 10 % with it)
         self._reader: asyncio.Task[None] | None = None
 
@@ -240,6 +241,15 @@ class Client:
         """Transfer ``amount`` coins; the proof once the sender's group committed it."""
         if recipient == owner.public_key:
             raise ClientError("cannot send coins to the same wallet")
+        # One transfer at a time per wallet: two in flight would race for one seq, and the
+        # group refuses both if neither reaches a quorum (that is the double-spend rule).
+        lock = self._wallet_locks.setdefault(owner.public_key, asyncio.Lock())
+        async with lock:
+            return await self._send(owner, recipient, amount, memo)
+
+    async def _send(
+        self, owner: Identity, recipient: bytes, amount: int, memo: bytes
+    ) -> DebitProof:
         last = ""
         for _ in range(3):
             state = await self.wallet(owner.public_key)
@@ -262,6 +272,11 @@ class Client:
             except LedgerError as exc:
                 raise ClientError(f"the gateway returned a bad proof: {exc}") from exc
         raise ClientError(f"transfer not accepted: {last}")
+
+    async def put_paid(self, data: bytes, payer: Identity | None) -> bytes:
+        """:meth:`put_chunk`, paying the store cost from ``payer`` first if given."""
+        payment = b"" if payer is None else await self.pay_for(payer, data)
+        return await self.put_chunk(data, payment=payment)
 
     async def store_cost(self, size: int) -> int:
         """Coins the gateway asks for storing ``size`` bytes now."""
@@ -293,8 +308,16 @@ Progress = Callable[[int], None]
 """Called with the number of bytes just stored or fetched."""
 
 
-async def put_file(client: Client, path: Path, *, progress: Progress | None = None) -> DataMap:
-    """Self-encrypt ``path`` and store every chunk; returns the DataMap (the file's only key)."""
+async def put_file(
+    client: Client,
+    path: Path,
+    *,
+    progress: Progress | None = None,
+    payer: Identity | None = None,
+) -> DataMap:
+    """Self-encrypt ``path`` and store every chunk; returns the DataMap (the file's only key).
+
+    ``payer``: pay each chunk's store cost from this wallet (networks that require it)."""
     loop = asyncio.get_running_loop()
     pending: list[tuple[concurrent.futures.Future[bytes], int]] = []
 
@@ -307,7 +330,7 @@ async def put_file(client: Client, path: Path, *, progress: Progress | None = No
     def put_chunk(name: bytes, content: bytes) -> None:
         while len(pending) >= IN_FLIGHT:
             settle_one()
-        fut = asyncio.run_coroutine_threadsafe(client.put_chunk(bytes(content)), loop)
+        fut = asyncio.run_coroutine_threadsafe(client.put_paid(bytes(content), payer), loop)
         pending.append((fut, len(content)))
 
     def work() -> DataMap:

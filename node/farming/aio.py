@@ -96,8 +96,10 @@ OUTBOX_INTERVAL = 2.0
 OUTBOX_GRACE = 3.0
 """A member leaves a new outbox item this long to the gateway that made it."""
 NEAR_CACHE_TTL = 15.0
-PAYMENT_SLACK = Fraction(11, 10)
-"""A payment covers a store if ``amount * 1.1 >= cost``: the cost moves as stores fill."""
+PAYMENT_SLACK = Fraction(3, 2)
+"""A payment covers a store if ``amount * 1.5 >= cost``: the cost rises as stores fill,
+and a quote is taken before the payment's vote and commit, which take a few round trips
+while other writes land (DECISION: the client pays the quote; no second quote)."""
 MAX_PUSHED = 4096
 MAX_MINT_LOG = 256
 
@@ -578,9 +580,15 @@ class LedgerPlane:
         if not isinstance(payload, bytes):
             raise LedgerError("mint request payload must be bytes")
         assert self.contact is not None
-        nearest = self.table.close_group(MINT_NAME, 1, include_self=self.contact)[0]
-        if nearest.name != self.name or self.ledger.mint is None:
+        group = self.table.close_group(
+            MINT_NAME, self.config.replication_factor, include_self=self.contact
+        )
+        if group[0].name != self.name:
             raise LedgerError("not_leader: this node does not lead the mint; ask the nearest")
+        if self.ledger.mint is None:
+            await self._mint_takeover(group[1:])
+        if self.ledger.mint is None:
+            raise LedgerError("not_leader: the mint leader has not taken over the mint yet")
         async with self._mint_lock:
             if self._mint_pending is not None:
                 await self._finish_pending()
