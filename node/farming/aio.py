@@ -388,13 +388,16 @@ class LedgerPlane:
     def _consider_wallet(self, wallet: bytes) -> None:
         """Adopt the state two agreeing peers pushed if ours is missing or behind it."""
         states = list(self._pushed.get(wallet, {}).values())
-        if len(states) < 2:
+        ours = self.ledger.wallets.get(wallet)
+        # With no replica, one member's word is taken (so a wallet whose last holders died
+        # down to one is re-replicated); replacing a replica takes two agreeing members.
+        need = 1 if ours is None else 2
+        if len(states) < need:
             return
         try:
-            agreed = WalletReplica.sync(states, agree=2)
+            agreed = WalletReplica.sync(states, agree=need)
         except LedgerError:
             return
-        ours = self.ledger.wallets.get(wallet)
         if ours is not None:
             ahead = agreed.next_seq > ours.next_seq or (
                 agreed.next_seq == ours.next_seq and agreed.credited > ours.credited
@@ -473,15 +476,16 @@ class LedgerPlane:
 
     def _consider_mint(self) -> None:
         states = list(self._mint_pushed.values())
-        if len(states) < 2:
+        ours = self.ledger.mint
+        need = 1 if ours is None else 2
+        if len(states) < need:
             return
         try:
-            agreed = MintReplica.sync(states, self.farm_config, agree=2)
+            agreed = MintReplica.sync(states, self.farm_config, agree=need)
         except RewardError:
             return
         if agreed.core_wallet != self.core_wallet:
             return
-        ours = self.ledger.mint
         if ours is not None:
             if agreed.next_seq <= ours.next_seq:
                 return
@@ -636,18 +640,40 @@ class LedgerPlane:
 
     async def _mint_round(self, kind: str, payload: bytes) -> bytes:
         mint = self._mint_held()
-        pending = mint.voted.get(mint.next_seq)
-        if pending is not None:
-            op = self.ledger.pending_op()
-            if op is None or op.id != pending or op.seq != mint.next_seq:
-                raise LedgerError("the mint is stalled at a split vote; see docs/FARMING.md")
-            await self._commit_round(op)
+        unfinished = await self._unfinished_op(mint)
+        if unfinished is not None:
+            await self._commit_round(unfinished)
         candidates = await self._burn_candidates(kind, payload)
         try:
             op = mint.propose(kind, payload, now_epoch=self.epoch_now(), candidates=candidates)
         except RewardError as exc:
             raise LedgerError(str(exc)) from exc
         return await self._commit_round(op)
+
+    async def _unfinished_op(self, mint: MintReplica) -> MintOp | None:
+        """An op some member already voted for at our next seq: a leader that stopped
+        mid-round left it, and proposing another op there could split the vote."""
+        pending = mint.voted.get(mint.next_seq)
+        if pending is not None:
+            op = self.ledger.pending_op()
+            if op is None or op.id != pending or op.seq != mint.next_seq:
+                raise LedgerError("the mint is stalled at a split vote; see docs/FARMING.md")
+            return op
+        others = [c for c in await self.close_group(MINT_NAME) if c.name != self.name]
+        for answer in await self._gather(others, "mint.pending", b""):
+            if isinstance(answer, bytes) and answer:
+                with contextlib.suppress(RewardError):
+                    op = MintOp.decode(answer)
+                    if op.seq == mint.next_seq:
+                        return op
+        return None
+
+    async def _m_mint_pending(self, sender: bytes, body: bytes) -> bytes:
+        mint = self._mint_held()
+        op = self.ledger.pending_op()
+        if op is None or mint.voted.get(mint.next_seq) != op.id or op.seq != mint.next_seq:
+            return b""
+        return op.encode()
 
     async def _commit_round(self, op: MintOp) -> bytes:
         group = await self.close_group(MINT_NAME)
@@ -795,8 +821,6 @@ class LedgerPlane:
         if states:
             for i, state in enumerate(states):
                 self._mint_pushed[bytes([i])] = state
-            if len(states) == 1 and not missing and len(others) == 1:
-                self._mint_pushed[b"solo"] = states[0]  # a two-node network
             self._consider_mint()
             return
         if len(missing) == len(others) and (others or self.config.first):
@@ -890,6 +914,7 @@ _MEMBER_OPS: dict[str, _MemberOp] = {
     "wallet.mint": LedgerPlane._m_wallet_mint,
     "wallet.push": LedgerPlane._m_wallet_push,
     "mint.get": LedgerPlane._m_mint_get,
+    "mint.pending": LedgerPlane._m_mint_pending,
     "mint.vote": LedgerPlane._m_mint_vote,
     "mint.commit": LedgerPlane._m_mint_commit,
     "mint.push": LedgerPlane._m_mint_push,
