@@ -9,9 +9,11 @@ and change nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from node import logring
 from node.admin import (
     AdminError,
     AdminRequest,
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 MAX_PROBES = 20  # PINGs one /probe request may send
+MAX_GREP = 200  # characters of a /logs grep filter
+MAX_SEQ = 2**62
+
+log = logging.getLogger("troon.admin")
 
 
 def _name_param(req: AdminRequest, key: str = "name") -> bytes:
@@ -168,6 +174,7 @@ def admin_routes(node: NodeService) -> Mapping[tuple[str, str], Handler]:
         ("GET", "/probe"): probe,
         ("GET", "/farming"): farming,
         ("POST", "/leave"): leave,
+        **console_routes(node),
     }
 
 
@@ -248,3 +255,77 @@ def _metrics(node: NodeService) -> str:
         )
     )
     return render_openmetrics(families)
+
+
+def console_routes(node: NodeService) -> dict[tuple[str, str], Handler]:
+    """Routes for the operator console (console/operator.py): the log ring and its level,
+    a lookup traced hop by hop, and whether this node holds one chunk."""
+    ring = logring.install()
+
+    async def logs(req: AdminRequest) -> AdminResponse:
+        since = _int_param(req, "since", 0, 0, MAX_SEQ)
+        limit = _int_param(req, "limit", 500, 0, logring.MAX_SELECT)
+        level = _level_param(req.query.get("level"), "level") if req.query.get("level") else 0
+        grep = req.query.get("grep") or None
+        if grep is not None and len(grep) > MAX_GREP:
+            raise AdminError(f"grep must be at most {MAX_GREP} characters")
+        records, dropped = ring.select(since=since, level=level, grep=grep, limit=limit)
+        body = {
+            "records": records,
+            "last": ring.last,
+            "dropped": dropped,
+            "level": logring.current_level(),
+        }
+        return AdminResponse(body=body)
+
+    async def set_log_level(req: AdminRequest) -> AdminResponse:
+        doc = req.json()
+        if not isinstance(doc, dict) or "level" not in doc or not set(doc) <= {"level", "logger"}:
+            raise AdminError('body must be {"level": "DEBUG|INFO|WARNING|ERROR|CRITICAL"}')
+        logger = doc.get("logger", "")
+        if not isinstance(logger, str) or len(logger) > MAX_GREP:
+            raise AdminError("logger must be a logger name (empty for the root logger)")
+        _level_param(doc["level"], "level")
+        name = logring.set_level(doc["level"], logger)
+        log.warning("log level of %s set to %s through the admin API", logger or "root", name)
+        return AdminResponse(body={"logger": logger, "level": name})
+
+    async def trace(req: AdminRequest) -> AdminResponse:
+        name = _name_param(req)
+        started = node.now()
+        seeds = node.table.closest(name, node.lookup_config.k)
+        outcome = await node.lookup(name)
+        hops = outcome.lookup.hops()
+        steps = [
+            {**step, "hop": hops.get(bytes.fromhex(str(step["peer"])))} for step in outcome.trace
+        ]
+        return AdminResponse(
+            body={
+                "target": name.hex(),
+                "seeds": [c.name.hex() for c in seeds],
+                "closest": [c.name.hex() for c in outcome.lookup.result()],
+                "rounds": outcome.lookup.rounds,
+                "requests": outcome.lookup.requests,
+                "failures": outcome.lookup.failures,
+                "ms": round((node.now() - started) * 1000, 2),
+                "trace": steps,
+            }
+        )
+
+    async def has(req: AdminRequest) -> AdminResponse:
+        name = _name_param(req)
+        return AdminResponse(body={"name": name.hex(), "held": node.store.has(name)})
+
+    return {
+        ("GET", "/logs"): logs,
+        ("POST", "/log-level"): set_log_level,
+        ("GET", "/trace"): trace,
+        ("GET", "/has"): has,
+    }
+
+
+def _level_param(value: object, key: str) -> int:
+    try:
+        return logring.level_number(value)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise AdminError(f"{key}: {exc}") from None

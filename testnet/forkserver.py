@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import IO, Any
 
@@ -89,6 +90,8 @@ def _run_node(config: str, log: str, env: dict[str, str]) -> None:
     code = 1
     try:
         code = cli.main_run(["--config", config])
+    except BaseException:  # a crash at start-up: its reason belongs in the node's log
+        traceback.print_exc()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

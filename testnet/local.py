@@ -5,7 +5,9 @@ others through a sliding window of at most ``concurrency`` starting nodes, each 
 through up to :data:`MAX_CONTACTS` nodes that are already up.  ``down`` asks every node to
 leave (SIGTERM), SIGKILLs whoever is still there after a grace period, and removes the state
 folder.  ``kill`` is a crash (SIGKILL); ``restart`` starts a stopped node again from its own
-folder, so it keeps its identity and its chunks.
+folder, so it keeps its identity and its chunks.  ``create`` makes the state folder with no
+node running and ``grow`` starts more of the spec's nodes into a running testnet (a staged
+rollout: testnet/rollout.py); ``up`` is ``create`` plus growing every node.
 
 Every multi-node operation returns one :class:`NodeResult` per node and keeps going past a
 failed node (DESIGN.md house style 11); only node 0 failing stops ``up`` early, because
@@ -17,7 +19,7 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,17 @@ class LocalTestnet:
     # -- up -------------------------------------------------------------------------------
 
     @classmethod
+    def create(cls, spec: TestnetSpec, *, home: Path | None = None) -> LocalTestnet:
+        """Create the state folder of ``spec`` with no node running (``grow`` starts them)."""
+        if spec.backend != "local":
+            raise BackendError(
+                f"backend {spec.backend!r} is not available yet; use backend: local "
+                "(or leave backend out of the spec)"
+            )
+        cls._refuse_existing(spec.name, home)
+        return cls(State.create(spec, home=home))
+
+    @classmethod
     def up(
         cls,
         spec: TestnetSpec,
@@ -158,22 +171,55 @@ class LocalTestnet:
         console: Console | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         ready_timeout: float = READY_TIMEOUT,
+        indices: Sequence[int] | None = None,
     ) -> tuple[LocalTestnet, Report]:
-        """Create the state folder and start every node; see the module docstring."""
-        if spec.backend != "local":
+        """Create the state folder and start the nodes ``indices`` (default: every node; the
+        lowest starts the network); see the module docstring."""
+        if concurrency < 1:
+            raise BackendError("concurrency must be >= 1")
+        wanted = list(range(spec.nodes)) if indices is None else sorted(set(indices))
+        if any(not 0 <= i < spec.nodes for i in wanted):
+            raise BackendError(f"indices: every node index must be in 0..{spec.nodes - 1}")
+        net = cls.create(spec, home=home)
+        started = time.monotonic()
+        results: list[NodeResult] = []
+        with progress_bar(console, len(wanted), f"starting {spec.name}") as advance:
+            if wanted:
+                results = net._start_all(wanted, {}, concurrency, ready_timeout, advance)
+        report = Report("up", spec.name, tuple(results), time.monotonic() - started)
+        return net, report
+
+    def grow(
+        self,
+        indices: Iterable[int],
+        *,
+        console: Console | None = None,
+        timeout: float = READY_TIMEOUT,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> Report:
+        """Start the nodes ``indices`` of the spec into the running testnet, each joining
+        through nodes already up; on an empty testnet the lowest index starts the network.
+        A node that is already running is reported ok and left alone."""
+        spec = self.state.spec
+        wanted = sorted(set(indices))
+        bad = [i for i in wanted if not 0 <= i < spec.nodes]
+        if bad:
             raise BackendError(
-                f"backend {spec.backend!r} is not available yet; use backend: local "
-                "(or leave backend out of the spec)"
+                f"no node {bad[0]} in testnet {self.name} (indices 0..{spec.nodes - 1}); "
+                "grow only starts nodes the spec has"
             )
         if concurrency < 1:
             raise BackendError("concurrency must be >= 1")
-        cls._refuse_existing(spec.name, home)
-        net = cls(State.create(spec, home=home))
         started = time.monotonic()
-        with progress_bar(console, spec.nodes, f"starting {spec.name}") as advance:
-            results = net._start_all(spec, concurrency, ready_timeout, advance)
-        report = Report("up", spec.name, tuple(results), time.monotonic() - started)
-        return net, report
+        ready = self.live_infos()
+        running = {i for i in wanted if self.alive(i)}
+        results = [NodeResult(i, True, "already running", 0.0, ready.get(i)) for i in running]
+        todo = [i for i in wanted if i not in running]
+        with progress_bar(console, len(todo), f"growing {self.name} by {len(todo)}") as advance:
+            if todo:
+                results += self._start_all(todo, ready, concurrency, timeout, advance)
+        results.sort(key=lambda r: r.index)
+        return Report("grow", self.name, tuple(results), time.monotonic() - started)
 
     @classmethod
     def _refuse_existing(cls, name: str, home: Path | None) -> None:
@@ -189,43 +235,57 @@ class LocalTestnet:
         )
 
     def _start_all(
-        self, spec: TestnetSpec, concurrency: int, timeout: float, advance: ProgressCb
+        self,
+        indices: list[int],
+        ready: dict[int, NodeInfo],
+        concurrency: int,
+        timeout: float,
+        advance: ProgressCb,
     ) -> list[NodeResult]:
         with ForkServer(procs.node_env()) as server:
             self._spawner = server.spawn
             try:
-                return self._start_each(spec, concurrency, timeout, advance)
+                return self._start_each(indices, dict(ready), concurrency, timeout, advance)
             finally:
                 self._spawner = procs.spawn_node
 
     def _start_each(
-        self, spec: TestnetSpec, concurrency: int, timeout: float, advance: ProgressCb
+        self,
+        indices: list[int],
+        ready: dict[int, NodeInfo],
+        concurrency: int,
+        timeout: float,
+        advance: ProgressCb,
     ) -> list[NodeResult]:
+        """Start ``indices`` joining ``ready``; with nothing ready the first one starts the
+        network alone and, if it fails, the others are not started (nothing to join)."""
+        spec = self.state.spec
         results: dict[int, NodeResult] = {}
-        self._launch(0, spec, [])
-        first = self._await({0: _Starting(self.pid(0) or 0, time.monotonic())}, timeout, advance)
-        results.update(first)
-        if not first[0].ok:
-            for i in range(1, spec.nodes):
-                results[i] = NodeResult(i, False, "not started: node 0 failed, nothing to join")
-                advance(i, "skipped")
-            return [results[i] for i in sorted(results)]
-        ready = {0: first[0].info}
-        queue = list(range(1, spec.nodes))
+        queue = list(indices)
+        if not ready:
+            first = queue.pop(0)
+            self._launch(first, spec, [])
+            alone = {first: _Starting(self.pid(first) or 0, time.monotonic())}
+            results.update(self._await(alone, timeout, advance))
+            info = results[first].info
+            if info is None:
+                for i in queue:
+                    detail = f"not started: node {first} failed, nothing to join"
+                    results[i] = NodeResult(i, False, detail)
+                    advance(i, "skipped")
+                return [results[i] for i in sorted(results)]
+            ready = {first: info}
         starting: dict[int, _Starting] = {}
         while queue or starting:
             while queue and len(starting) < concurrency:
                 i = queue.pop(0)
-                infos = [info for info in ready.values() if info is not None]
-                started = time.monotonic()
-                starting[i] = _Starting(
-                    self._launch(i, spec, self._contacts(spec, i, infos)), started
-                )
+                contacts = self._contacts(spec, i, list(ready.values()))
+                starting[i] = _Starting(self._launch(i, spec, contacts), time.monotonic())
             settled = self._poll(starting, timeout)
             for i, result in settled.items():
                 del starting[i]
                 results[i] = result
-                if result.ok:
+                if result.ok and result.info is not None:
                     ready[i] = result.info
                 advance(i, "ready" if result.ok else "failed")
             if not settled:

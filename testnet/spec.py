@@ -3,7 +3,22 @@
 A spec says what network to build, never how: ``name``; ``backend`` (``local`` processes,
 ``docker`` containers, ``ssh`` hosts running docker); ``image`` (container backends);
 ``nodes`` or ``regions`` (each with ``nodes`` and per-pair ``latency_ms`` / ``loss``);
-``seed``; ``transport`` and ``node`` overrides for every node's config; ``churn``.
+``seed``; ``transport`` and ``node`` overrides for every node's config; ``churn``;
+``hosts`` (where containers run); ``stages`` (a staged rollout); ``resources`` (limits per
+container: ``memory_mb``, ``cpus``; the local backend ignores them).
+
+``hosts`` is a list of ``local`` or ``ssh://[user@]host[:port]``, each optionally a mapping
+``{url, advertise, regions}``: ``advertise`` is the address other hosts reach this host's
+published ports on (an IP literal or host name; default: the URL's host), ``regions`` the
+regions this host runs.  Node placement (:meth:`TestnetSpec.host_of`): a region named by a
+host runs there; the other regions' nodes go round-robin (by node index) over the hosts that
+name no region.  No ``hosts`` means one ``local`` host.
+
+``stages`` is a list of ``{name, regions: {region: target}}``: cumulative node targets per
+region (a region a stage leaves out keeps its previous target, 0 before the first stage).
+Node indices are fixed by the full spec; a stage with target ``t`` for a region runs that
+region's first ``t`` nodes.  The last stage may stop short of the full spec: a rollout then
+ends with an implicit stage ``full`` (:meth:`TestnetSpec.rollout_stages`).
 
 Invariants of a :class:`TestnetSpec` (checked once, in :func:`spec_from_dict`):
 
@@ -15,7 +30,11 @@ Invariants of a :class:`TestnetSpec` (checked once, in :func:`spec_from_dict`):
   region) or twice with the same value; keys name known regions (a region's own name sets
   its intra-region figure); ``latency_ms`` is the round-trip time the pair should see;
 - ``transport`` / ``node`` overrides are exactly what a node's config accepts (validated by
-  building a real :class:`node.config.NodeConfig`).
+  building a real :class:`node.config.NodeConfig`);
+- host URLs are unique and well-formed; a region is named by at most one host; every region
+  has somewhere to run; the ``local`` backend runs on ``local`` only;
+- stage names are unique; each target is an integer in [0, region's nodes]; targets never
+  decrease from one stage to the next; each stage adds at least one node.
 
 Every error is a :class:`SpecError` whose message starts with the field path, e.g.
 ``regions[1].nodes: must be an integer >= 0, got -3``.
@@ -25,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +70,26 @@ NODE_OVERRIDES = (
     "audit_interval",
     "refresh_interval",
     "request_timeout",
+    "require_payment",
 )
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _TOP = ("name", "backend", "image", "nodes", "regions", "seed", "transport", "node", "churn")
+_TOP_ALL = (*_TOP, "hosts", "stages", "resources")
 _REGION = ("name", "nodes", "latency_ms", "loss")
+_HOST = ("url", "advertise", "regions")
+_STAGE = ("name", "regions")
+_RESOURCES = ("memory_mb", "cpus")
+LOCAL_HOST = "local"
+FULL_STAGE = "full"
+MIN_MEMORY_MB = 32
+MAX_MEMORY_MB = 1024 * 1024
+MAX_CPUS = 1024.0
+_SSH_URL = re.compile(
+    r"ssh://(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]{0,31})@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(?::(?P<port>[0-9]{1,5}))?"
+)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 _CHURN = ("mode", "interval_s", "kills_per_event", "restart_after_s", "duration_s", "events")
 _CHURN_ALL = (*_CHURN, "seed")
 
@@ -96,6 +132,74 @@ class ChurnSpec:
 
 
 @dataclass(frozen=True)
+class HostSpec:
+    """Where containers run: ``local`` (this machine's daemon) or ``ssh://[user@]host[:port]``.
+
+    Attributes:
+        url: ``local`` or the SSH URL, as written in the spec.
+        advertise: address other hosts reach this host's published ports on; ``None``: the
+            URL's host (see :meth:`advertise_address`).
+        regions: regions that run on this host (empty: it takes a share of the others).
+    """
+
+    url: str = LOCAL_HOST
+    advertise: str | None = None
+    regions: tuple[str, ...] = ()
+
+    @property
+    def is_local(self) -> bool:
+        return self.url == LOCAL_HOST
+
+    def ssh_parts(self) -> tuple[str | None, str, int | None]:
+        """``(user, host, port)`` of an SSH URL (host without IPv6 brackets)."""
+        match = _SSH_URL.fullmatch(self.url)
+        if match is None:
+            raise ValueError(f"{self.url!r} is not an ssh:// URL")
+        port = match["port"]
+        return match["user"], match["host"].strip("[]"), None if port is None else int(port)
+
+    def advertise_address(self) -> str | None:
+        """``advertise``, else the SSH URL's host; ``None`` for a plain ``local`` host."""
+        if self.advertise is not None or self.is_local:
+            return self.advertise
+        return self.ssh_parts()[1]
+
+    def to_dict(self) -> str | dict[str, Any]:
+        if self.advertise is None and not self.regions:
+            return self.url
+        out: dict[str, Any] = {"url": self.url}
+        if self.advertise is not None:
+            out["advertise"] = self.advertise
+        if self.regions:
+            out["regions"] = list(self.regions)
+        return out
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One rollout stage: the cumulative node target of every region, in spec order."""
+
+    name: str
+    targets: tuple[tuple[str, int], ...]
+
+    @property
+    def total(self) -> int:
+        return sum(count for _, count in self.targets)
+
+    def target(self, region: str) -> int:
+        """This stage's node target for ``region`` (0 for a region it does not know)."""
+        return dict(self.targets).get(region, 0)
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """Limits for each node container (``None``: the backend's default)."""
+
+    memory_mb: int | None = None
+    cpus: float | None = None
+
+
+@dataclass(frozen=True)
 class TestnetSpec:
     """A validated testnet description (see the module docstring for the invariants)."""
 
@@ -112,6 +216,9 @@ class TestnetSpec:
     node: tuple[tuple[str, Any], ...] = ()
     churn: ChurnSpec | None = None
     regions_given: bool = False
+    hosts: tuple[HostSpec, ...] = ()
+    stages: tuple[StageSpec, ...] = ()
+    resources: ResourceSpec | None = None
 
     @property
     def nodes(self) -> int:
@@ -127,6 +234,39 @@ class TestnetSpec:
                 return region.name
             index -= region.nodes
         raise AssertionError("unreachable: index checked above")
+
+    def region_indices(self, region: str) -> range:
+        """The node indices of ``region`` (consecutive, in spec order)."""
+        start = 0
+        for r in self.regions:
+            if r.name == region:
+                return range(start, start + r.nodes)
+            start += r.nodes
+        raise KeyError(f"no region {region!r} (known: {', '.join(r.name for r in self.regions)})")
+
+    def host_of(self, index: int) -> HostSpec:
+        """The host node ``index`` runs on (see the module docstring for the placement)."""
+        region = self.region_of(index)
+        hosts = self.hosts or (HostSpec(),)
+        for host in hosts:
+            if region in host.regions:
+                return host
+        free = [h for h in hosts if not h.regions]
+        return free[index % len(free)]  # validation guarantees one when a region is unplaced
+
+    def rollout_stages(self) -> tuple[StageSpec, ...]:
+        """The stages a rollout walks: ``stages``, then ``full`` unless the last one is."""
+        full = StageSpec(FULL_STAGE, tuple((r.name, r.nodes) for r in self.regions))
+        if self.stages and self.stages[-1].total == self.nodes:
+            return self.stages
+        return (*self.stages, full)
+
+    def stage_indices(self, stage: StageSpec) -> list[int]:
+        """The node indices running once ``stage`` is reached, ascending."""
+        out: list[int] = []
+        for region in self.regions:
+            out.extend(self.region_indices(region.name)[: stage.target(region.name)])
+        return out
 
     def latency_between(self, a: str, b: str) -> float:
         """Round-trip milliseconds between regions ``a`` and ``b`` (0 when not given)."""
@@ -160,6 +300,12 @@ class TestnetSpec:
             out["churn"] = {k: v for k, v in vars(self.churn).items() if v is not None}
             if self.churn.restart_after_s is None:
                 out["churn"]["restart_after_s"] = None
+        if self.hosts:
+            out["hosts"] = [h.to_dict() for h in self.hosts]
+        if self.stages:
+            out["stages"] = [{"name": s.name, "regions": dict(s.targets)} for s in self.stages]
+        if self.resources is not None:
+            out["resources"] = {k: v for k, v in vars(self.resources).items() if v is not None}
         return out
 
     def _region_dict(self, region: RegionSpec) -> dict[str, Any]:
@@ -204,7 +350,7 @@ def parse_spec(text: str, *, source: str = "spec") -> TestnetSpec:
 
 def spec_from_dict(raw: object) -> TestnetSpec:
     """Validate a parsed spec mapping; raises :class:`SpecError` naming the field path."""
-    top = _mapping(raw, "spec", _TOP)
+    top = _mapping(raw, "spec", _TOP_ALL)
     name = _name(top.get("name", DEFAULT_NAME), "name")
     backend = top.get("backend", "local")
     if backend not in BACKENDS:
@@ -226,6 +372,9 @@ def spec_from_dict(raw: object) -> TestnetSpec:
     seed = _integer(top.get("seed", 0), "seed", low=0)
     transport, node = _overrides(top)
     churn = churn_from_dict(top["churn"], total) if top.get("churn") is not None else None
+    hosts = _hosts(top.get("hosts"), backend, regions)
+    stages = _stages(top.get("stages"), regions)
+    resources = _resources(top["resources"]) if top.get("resources") is not None else None
     return TestnetSpec(
         name=name,
         backend=backend,
@@ -238,6 +387,9 @@ def spec_from_dict(raw: object) -> TestnetSpec:
         node=node,
         churn=churn,
         regions_given=regions_given,
+        hosts=hosts,
+        stages=stages,
+        resources=resources,
     )
 
 
@@ -406,3 +558,151 @@ def churn_from_dict(raw: object, total: int) -> ChurnSpec:
     if seed is not None:
         seed = _integer(seed, "churn.seed", low=0)
     return ChurnSpec(mode, interval, kills, restart, duration, events, seed)
+
+
+# -- hosts, stages, resources -------------------------------------------------------------
+
+
+def _hosts(raw: object, backend: str, regions: tuple[RegionSpec, ...]) -> tuple[HostSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise SpecError("hosts: must be a non-empty list of 'local' or 'ssh://user@host[:port]'")
+    known = [r.name for r in regions]
+    out: list[HostSpec] = []
+    placed: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        host = _host(item, f"hosts[{i}]", known)
+        if any(h.url == host.url for h in out):
+            raise SpecError(f"hosts[{i}].url: duplicate host {host.url!r}")
+        if backend == "local" and not host.is_local:
+            raise SpecError(
+                f"hosts[{i}].url: backend local runs on this machine only; "
+                "use backend: docker for ssh:// hosts"
+            )
+        for j, region in enumerate(host.regions):
+            if region in placed:
+                raise SpecError(
+                    f"hosts[{i}].regions[{j}]: region {region!r} already runs on "
+                    f"hosts[{placed[region]}]; name each region under one host"
+                )
+            placed[region] = i
+        out.append(host)
+    unplaced = [name for name in known if name not in placed]
+    if unplaced and all(h.regions for h in out):
+        raise SpecError(
+            f"hosts: regions {', '.join(unplaced)} run on no host; name them under a host "
+            "or add a host without regions"
+        )
+    return tuple(out)
+
+
+def _host(item: object, path: str, known: list[str]) -> HostSpec:
+    if not isinstance(item, str | dict):
+        raise SpecError(
+            f"{path}: must be 'local', 'ssh://user@host[:port]' or a mapping "
+            f"{{url, advertise, regions}}, got {type(item).__name__}"
+        )
+    entry = {"url": item} if isinstance(item, str) else _mapping(item, path, _HOST)
+    if "url" not in entry:
+        raise SpecError(f"{path}.url: required ('local' or 'ssh://user@host[:port]')")
+    where = path if isinstance(item, str) else f"{path}.url"
+    url = _host_url(entry["url"], where)
+    advertise = entry.get("advertise")
+    if advertise is not None:
+        advertise = _address(advertise, f"{path}.advertise")
+    names = entry.get("regions") or []
+    if not isinstance(names, list):
+        raise SpecError(f"{path}.regions: must be a list of region names")
+    for j, name in enumerate(names):
+        if name not in known:
+            raise SpecError(
+                f"{path}.regions[{j}]: unknown region {name!r} (known: {', '.join(known)})"
+            )
+        if names.index(name) != j:
+            raise SpecError(f"{path}.regions[{j}]: {name!r} is listed twice")
+    return HostSpec(url, advertise, tuple(names))
+
+
+def _host_url(value: object, path: str) -> str:
+    if value == LOCAL_HOST:
+        return LOCAL_HOST
+    match = _SSH_URL.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise SpecError(f"{path}: must be 'local' or 'ssh://user@host[:port]', got {value!r}")
+    _address(match["host"].strip("[]"), path)
+    port = match["port"]
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise SpecError(f"{path}: port must be 1..65535, got {port}")
+    return match.string
+
+
+def _address(value: object, path: str) -> str:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(value)
+            return value
+        if _HOSTNAME.fullmatch(value) and not value.replace(".", "").isdecimal():
+            return value
+    raise SpecError(f"{path}: must be an IP address or a host name, got {value!r}")
+
+
+def _stages(raw: object, regions: tuple[RegionSpec, ...]) -> tuple[StageSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise SpecError("stages: must be a non-empty list of {name, regions: {region: nodes}}")
+    sizes = {r.name: r.nodes for r in regions}
+    previous = dict.fromkeys(sizes, 0)
+    out: list[StageSpec] = []
+    for i, item in enumerate(raw):
+        path = f"stages[{i}]"
+        entry = _mapping(item, path, _STAGE)
+        if "name" not in entry:
+            raise SpecError(f"{path}.name: required")
+        name = _name(entry["name"], f"{path}.name")
+        if any(s.name == name for s in out):
+            raise SpecError(f"{path}.name: duplicate stage {name!r}")
+        given = entry.get("regions")
+        if not isinstance(given, dict) or not given:
+            raise SpecError(f"{path}.regions: must be a mapping of region name -> node target")
+        targets = dict(previous)
+        for region, value in given.items():
+            targets[region] = _target(region, value, f"{path}.regions.{region}", sizes, previous)
+        if targets == previous:
+            raise SpecError(f"{path}: adds no node to the stage before; raise a target or drop it")
+        out.append(StageSpec(name, tuple(targets.items())))
+        previous = targets
+    return tuple(out)
+
+
+def _target(
+    region: object, value: object, path: str, sizes: dict[str, int], previous: dict[str, int]
+) -> int:
+    if region not in sizes:
+        raise SpecError(f"{path}: unknown region (known: {', '.join(sizes)})")
+    assert isinstance(region, str)
+    count = _integer(value, path, low=0)
+    if count > sizes[region]:
+        raise SpecError(f"{path}: {count} is more than the region's {sizes[region]} nodes")
+    if count < previous[region]:
+        raise SpecError(
+            f"{path}: {count} is below the previous stage's {previous[region]} "
+            "(targets are cumulative: a stage never shrinks a region)"
+        )
+    return count
+
+
+def _resources(raw: object) -> ResourceSpec:
+    entry = _mapping(raw, "resources", _RESOURCES)
+    memory = entry.get("memory_mb")
+    if memory is not None:
+        memory = _integer(memory, "resources.memory_mb", low=MIN_MEMORY_MB)
+        if memory > MAX_MEMORY_MB:
+            raise SpecError(f"resources.memory_mb: at most {MAX_MEMORY_MB}, got {memory}")
+    cpus = entry.get("cpus")
+    if cpus is not None:
+        cpus = _number(cpus, "resources.cpus", low=0.0, high=MAX_CPUS)
+        if cpus <= 0:
+            raise SpecError("resources.cpus: must be > 0 (e.g. 0.25 for a quarter of a core)")
+    return ResourceSpec(memory, cpus)

@@ -279,6 +279,31 @@ class Impairment:
             raise ImpairmentError(f"too many group assignments (max {MAX_ASSIGNMENTS})")
         self._group_of[addr] = group
 
+    def update(
+        self,
+        assign: Mapping[str, list[Addr]] | None = None,
+        rules: Mapping[str, LinkRule | None] | None = None,
+    ) -> None:
+        """Many ``assign_group`` and ``set_rule`` calls at once: all of them, or (on any bad
+        group, address, selector or rule, or a limit passed) none of them."""
+        assign, rules = assign or {}, rules or {}
+        members = [(check_addr(a), check_group(g)) for g, addrs in assign.items() for a in addrs]
+        added = set()
+        for selector, rule in rules.items():
+            key = parse_selector(selector)
+            if rule is not None and not isinstance(rule, LinkRule):
+                raise ImpairmentError(f"a rule is a LinkRule or None, got {type(rule).__name__}")
+            if rule is not None and key not in self._table:
+                added.add(key)
+        joining = {addr for addr, _ in members if addr not in self._group_of}
+        if len(self._group_of) + len(joining) > MAX_ASSIGNMENTS:
+            raise ImpairmentError(f"too many group assignments (max {MAX_ASSIGNMENTS})")
+        if len(self._table) + len(added) > MAX_RULES:
+            raise ImpairmentError(f"too many rules (max {MAX_RULES})")
+        self._group_of.update(members)
+        for selector, rule in rules.items():
+            self.set_rule(selector, rule)
+
     def group_of(self, addr: Addr) -> str | None:
         """The group ``addr`` is assigned to, if any."""
         return self._group_of.get(addr)

@@ -6,14 +6,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from testnet.errors import SpecError
 from testnet.spec import (
+    FULL_STAGE,
     MAX_NODES,
     ChurnSpec,
+    HostSpec,
     RegionSpec,
+    ResourceSpec,
+    StageSpec,
     TestnetSpec,
     load_spec,
     parse_spec,
@@ -76,6 +80,93 @@ def test_nodes_only_gets_one_local_region() -> None:
 def test_to_dict_round_trips(text: str) -> None:
     spec = parse_spec(text)
     assert spec_from_dict(spec.to_dict()) == spec
+
+
+FOUR = {
+    "sgp": {"sfo": 170, "ams": 160, "nyc": 230},
+    "sfo": {"ams": 145, "nyc": 65},
+    "ams": {"nyc": 75},
+}
+
+
+def test_example_four_region_180() -> None:
+    spec = load_spec(EXAMPLES / "four-region-180.yaml")
+    assert spec.nodes == 180 and spec.backend == "docker"
+    assert [(r.name, r.nodes) for r in spec.regions] == [
+        ("sgp", 45),
+        ("sfo", 45),
+        ("ams", 45),
+        ("nyc", 45),
+    ]
+    for a, row in FOUR.items():
+        for b, rtt in row.items():
+            assert spec.latency_between(a, b) == spec.latency_between(b, a) == rtt
+    assert all(0 < spec.latency_between(r.name, r.name) <= 5 for r in spec.regions)
+    first, last = spec.rollout_stages()
+    assert first.total == 60 and {r for r, n in first.targets if n} == {"sgp", "sfo"}
+    assert last.total == 180
+    assert spec.resources is not None and spec.resources.memory_mb
+    local = spec_from_dict({**spec.to_dict(), "backend": "local"})
+    assert local.backend == "local" and local.stages == spec.stages
+
+
+HOSTED: dict[str, Any] = {
+    "backend": "docker",
+    "regions": [{"name": "a", "nodes": 2}, {"name": "b", "nodes": 3}, {"name": "c", "nodes": 2}],
+    "hosts": [
+        "ssh://me@10.0.0.2:2222",
+        {"url": "local", "regions": ["b"]},
+        {"url": "ssh://[fd00::3]", "advertise": "203.0.113.9"},
+    ],
+    "stages": [{"name": "one", "regions": {"a": 1}}, {"name": "two", "regions": {"b": 2}}],
+    "resources": {"memory_mb": 128, "cpus": 0.5},
+}
+
+
+def test_hosts_stages_resources_load_and_round_trip() -> None:
+    spec = spec_from_dict(HOSTED)
+    assert spec.hosts == (
+        HostSpec("ssh://me@10.0.0.2:2222"),
+        HostSpec("local", None, ("b",)),
+        HostSpec("ssh://[fd00::3]", "203.0.113.9"),
+    )
+    assert spec.hosts[0].ssh_parts() == ("me", "10.0.0.2", 2222)
+    assert spec.hosts[2].ssh_parts() == (None, "fd00::3", None)
+    assert [h.advertise_address() for h in spec.hosts] == ["10.0.0.2", None, "203.0.113.9"]
+    assert spec.resources == ResourceSpec(128, 0.5)
+    assert spec.stages == (
+        StageSpec("one", (("a", 1), ("b", 0), ("c", 0))),
+        StageSpec("two", (("a", 1), ("b", 2), ("c", 0))),
+    )
+    assert spec_from_dict(spec.to_dict()) == spec
+
+
+def test_host_placement_pins_regions_and_spreads_the_rest() -> None:
+    spec = spec_from_dict(HOSTED)
+    assert [spec.host_of(i).url for i in range(7)] == [
+        "ssh://me@10.0.0.2:2222",  # a: round-robin by index over the hosts naming no region
+        "ssh://[fd00::3]",
+        "local",  # b is pinned
+        "local",
+        "local",
+        "ssh://[fd00::3]",  # c
+        "ssh://me@10.0.0.2:2222",
+    ]
+    assert spec_from_dict({"nodes": 2}).host_of(1) == HostSpec("local")
+
+
+def test_stages_are_cumulative_and_end_with_the_full_spec() -> None:
+    spec = spec_from_dict(HOSTED)
+    one, two, full = spec.rollout_stages()
+    assert (one.total, two.total, full.total) == (1, 3, 7)
+    assert full == StageSpec(FULL_STAGE, (("a", 2), ("b", 3), ("c", 2)))
+    assert spec.stage_indices(two) == [0, 2, 3]
+    assert spec.stage_indices(full) == list(range(7))
+    assert list(spec.region_indices("b")) == [2, 3, 4]
+    plain = spec_from_dict({"nodes": 3})
+    assert plain.rollout_stages() == (StageSpec(FULL_STAGE, (("local", 3),)),)
+    explicit = spec_from_dict({"nodes": 3, "stages": [{"name": "all", "regions": {"local": 3}}]})
+    assert [s.name for s in explicit.rollout_stages()] == ["all"]
 
 
 def test_example_local_60_is_valid() -> None:
@@ -152,6 +243,76 @@ BAD: list[tuple[Any, str]] = [
     ({"nodes": 2, "churn": {"interval_s": 1}}, "churn: give duration_s or events"),
     ({"nodes": 2, "churn": {"events": 1, "restart_after_s": "soon"}}, "churn.restart_after_s:"),
     ({"nodes": 2, "churn": {"events": 1, "when": 3}}, "churn.when: unknown field"),
+    ({"nodes": 2, "backend": "docker", "hosts": []}, "hosts: must be a non-empty list"),
+    ({"nodes": 2, "backend": "docker", "hosts": [5]}, "hosts[0]: must be 'local', 'ssh://"),
+    ({"nodes": 2, "backend": "docker", "hosts": ["ftp://x"]}, "hosts[0]: must be 'local' or"),
+    (
+        {"nodes": 2, "backend": "docker", "hosts": ["ssh://a@b:0"]},
+        "hosts[0]: port must be 1..65535",
+    ),
+    ({"nodes": 2, "backend": "docker", "hosts": ["ssh://a@-x"]}, "hosts[0]: must be an IP address"),
+    ({"nodes": 2, "backend": "docker", "hosts": [{"advertise": "1.2.3.4"}]}, "hosts[0].url: requ"),
+    (
+        {"nodes": 2, "backend": "docker", "hosts": [{"url": "local", "advertise": "a b"}]},
+        "hosts[0].advertise: must be an IP address or a host name",
+    ),
+    (
+        {"nodes": 2, "backend": "docker", "hosts": [{"url": "local", "regions": ["eu"]}]},
+        "hosts[0].regions[0]: unknown region 'eu'",
+    ),
+    ({"nodes": 2, "backend": "docker", "hosts": [{"url": "local", "cpus": 2}]}, "hosts[0].cpus:"),
+    ({"nodes": 2, "backend": "docker", "hosts": ["local", "local"]}, "hosts[1].url: duplicate"),
+    ({"nodes": 2, "hosts": ["ssh://me@10.0.0.2"]}, "hosts[0].url: backend local runs on this"),
+    (
+        {
+            "backend": "docker",
+            "regions": [{"name": "a", "nodes": 1}, {"name": "b", "nodes": 1}],
+            "hosts": [{"url": "local", "regions": ["a"]}, {"url": "ssh://h", "regions": ["a"]}],
+        },
+        "hosts[1].regions[0]: region 'a' already runs on hosts[0]",
+    ),
+    (
+        {
+            "backend": "docker",
+            "regions": [{"name": "a", "nodes": 1}, {"name": "b", "nodes": 1}],
+            "hosts": [{"url": "local", "regions": ["a"]}],
+        },
+        "hosts: regions b run on no host",
+    ),
+    ({"nodes": 2, "stages": {}}, "stages: must be a non-empty list"),
+    ({"nodes": 2, "stages": [{"regions": {"local": 1}}]}, "stages[0].name: required"),
+    ({"nodes": 2, "stages": [{"name": "s", "regions": {}}]}, "stages[0].regions: must be a mapp"),
+    ({"nodes": 2, "stages": [{"name": "s", "regions": {"eu": 1}}]}, "stages[0].regions.eu: unkn"),
+    ({"nodes": 2, "stages": [{"name": "s", "regions": {"local": 3}}]}, "stages[0].regions.local:"),
+    ({"nodes": 2, "stages": [{"name": "s", "regions": {"local": -1}}]}, "stages[0].regions.local"),
+    ({"nodes": 2, "stages": [{"name": "s", "regions": {"local": 0}}]}, "stages[0]: adds no node"),
+    ({"nodes": 2, "stages": [{"name": "s", "regions": {"local": 1}, "at": 1}]}, "stages[0].at:"),
+    (
+        {
+            "nodes": 3,
+            "stages": [
+                {"name": "s", "regions": {"local": 2}},
+                {"name": "s", "regions": {"local": 3}},
+            ],
+        },
+        "stages[1].name: duplicate stage 's'",
+    ),
+    (
+        {
+            "nodes": 3,
+            "stages": [
+                {"name": "s", "regions": {"local": 2}},
+                {"name": "t", "regions": {"local": 1}},
+            ],
+        },
+        "stages[1].regions.local: 1 is below the previous stage's 2",
+    ),
+    ({"nodes": 2, "resources": 1}, "resources: must be a mapping"),
+    ({"nodes": 2, "resources": {"memory_mb": 8}}, "resources.memory_mb: must be an integer >= 32"),
+    ({"nodes": 2, "resources": {"memory_mb": 2**21}}, "resources.memory_mb: at most"),
+    ({"nodes": 2, "resources": {"cpus": 0}}, "resources.cpus: must be > 0"),
+    ({"nodes": 2, "resources": {"cpus": "two"}}, "resources.cpus: must be a number"),
+    ({"nodes": 2, "resources": {"disk": 1}}, "resources.disk: unknown field"),
 ]
 
 
@@ -198,10 +359,14 @@ yaml_values = st.recursive(
     max_leaves=12,
 )
 keys = st.sampled_from(
-    ["name", "backend", "nodes", "regions", "seed", "transport", "node", "churn", "image", "x"]
+    [
+        *("name", "backend", "nodes", "regions", "seed", "transport", "node", "churn", "image"),
+        *("hosts", "stages", "resources", "x"),
+    ]
 )
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn a slow example into a failure
 @given(st.dictionaries(keys, yaml_values, max_size=6))
 def test_any_mapping_validates_or_raises_spec_error(raw: dict[str, Any]) -> None:
     try:
@@ -210,3 +375,43 @@ def test_any_mapping_validates_or_raises_spec_error(raw: dict[str, Any]) -> None
         assert str(exc) and "\n" not in str(exc)
     else:
         assert 1 <= spec.nodes <= MAX_NODES
+
+
+section_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 50)
+    | st.floats()
+    | st.sampled_from(["a", "b", "local", "ssh://u@h", "ssh://10.0.0.1:22", "1.2.3.4", "x y"])
+)
+section_keys = st.sampled_from(
+    ["a", "b", "name", "url", "regions", "advertise", "memory_mb", "cpus", "z"]
+)
+sections = st.recursive(
+    section_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(section_keys, inner, max_size=4),
+    max_leaves=15,
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(sections, sections, sections, st.sampled_from(["local", "docker", "ssh"]))
+def test_hosts_stages_resources_validate_or_raise_and_round_trip(
+    hosts: Any, stages: Any, resources: Any, backend: str
+) -> None:
+    raw = {
+        "backend": backend,
+        "regions": [{"name": "a", "nodes": 3}, {"name": "b", "nodes": 2}],
+        "hosts": hosts,
+        "stages": stages,
+        "resources": resources,
+    }
+    try:
+        spec = spec_from_dict(raw)
+    except SpecError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert spec_from_dict(spec.to_dict()) == spec
+    assert all(spec.host_of(i) in (spec.hosts or (HostSpec(),)) for i in range(spec.nodes))
+    totals = [s.total for s in spec.rollout_stages()]
+    assert totals == sorted(set(totals)) and totals[-1] == spec.nodes
