@@ -117,6 +117,12 @@ def cmd_create(args: argparse.Namespace) -> int:
         )
         holders = await client.put_record(seal_with_keys(keys, packet, 0))
         console.print(f"account created on {holders} nodes")
+        wallet = Identity.from_seed(packet.wallet_seed)
+        try:  # a new account's free allowance (RFC 0012): best effort, the account stands
+            minted = await client.create_wallet(wallet)
+            console.print(f"wallet {wallet.public_key.hex()[:16]}...: {minted} free coins")
+        except ClientError as exc:
+            console.print(f"[yellow]the account's wallet could not claim its allowance yet: {exc}")
         console.print("your public key (give it to people who message you):")
         console.print(me.public_key.hex(), soft_wrap=True)
         return 0

@@ -47,6 +47,7 @@ def test_files_accounts_and_messages_from_the_command_line(
             monkeypatch.setenv("TROON_PIN", "4321")
             monkeypatch.setenv("TROON_PASSWORD", f"{who}'s password")
             assert main(["account", "create", "--testnet", "cli"]) == 0
+            assert ": 50 free coins" in capsys.readouterr().out  # the account's wallet
         assert main(["account", "create", "--testnet", "cli"]) == 2  # bob exists already
         monkeypatch.setenv("TROON_KEYWORD", "alice-keyword")
         monkeypatch.setenv("TROON_PASSWORD", "alice's password")
