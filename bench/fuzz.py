@@ -156,7 +156,7 @@ def message_target() -> Target:
     from node.messages import Kind, MessageError, decode, encode
 
     seeds = [
-        encode(Kind.HELLO, 0, role="node", region="eu", version="0.1"),
+        encode(Kind.HELLO, 0, role="node", region="eu", version="0.1", host="10.0.0.1", port=1),
         encode(Kind.FIND_NODE, 7, target=b"\x05" * 32),
         encode(Kind.NODES, 7, contacts=[[b"\x01" * 32, "10.0.0.1", 7000]] * 3),
         encode(Kind.PUT, 9, name=b"\x02" * 32, data=b"x" * 300, replica=True, payment=b""),

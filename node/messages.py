@@ -178,7 +178,13 @@ def _envelopes(v: Any) -> list[bytes]:
 
 
 _FIELDS: dict[Kind, dict[str, Any]] = {
-    Kind.HELLO: {"role": _text, "region": _text, "version": _text},
+    Kind.HELLO: {
+        "role": _text,
+        "region": _text,
+        "version": _text,
+        "host": _text,
+        "port": lambda v: _int(v, 0, 65535),
+    },
     Kind.FIND_NODE: {"target": _name},
     Kind.NODES: {"contacts": _contacts},
     Kind.PING: {},

@@ -146,6 +146,10 @@ class NodeService(DataPlane, LedgerPlane):
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._cached_contacts: frozenset[bytes] = frozenset()
+        # Addresses peers advertise in HELLO: behind NAT or Docker's port proxy the source
+        # address we observe is not one others can dial.  DECISION: taken on the peer's word
+        # (as libp2p identify listen addresses are); docs/RELIABILITY.md lists it.
+        self.claimed: dict[bytes, tuple[str, int]] = {}
         self.ready = asyncio.Event()
         self._ledger_init()
 
@@ -246,6 +250,8 @@ class NodeService(DataPlane, LedgerPlane):
                     role="node",
                     region=self.config.region,
                     version=__version__,
+                    host=self.contact.address[0] if self.contact else "",
+                    port=self.contact.address[1] if self.contact else 0,
                 )
             elif isinstance(item, PeerClosed) and item.code == CODE_IDLE:
                 pass  # an idle session was closed; the peer is still a member
@@ -267,11 +273,13 @@ class NodeService(DataPlane, LedgerPlane):
         role = msg.body["role"]
         self.roles[peer] = role
         self.regions[peer] = msg.body["region"]
+        if msg.body["port"]:
+            self.claimed[peer] = (msg.body["host"], msg.body["port"])
         if role == "node":
             self._observe(peer)
 
     def _observe(self, peer: bytes) -> None:
-        addr = self.transport.endpoint.peer_address(peer)
+        addr = self.claimed.get(peer) or self.transport.endpoint.peer_address(peer)
         if addr is None:
             return
         try:
@@ -299,6 +307,7 @@ class NodeService(DataPlane, LedgerPlane):
     def _on_peer_gone(self, peer: bytes) -> None:
         name = xor_name(peer)
         self.roles.pop(peer, None)
+        self.claimed.pop(peer, None)  # a returning peer says HELLO (and its address) again
         self.replicator.on_peer_gone(name)
         self._apply(self.table.remove(name, now=self.now()))
 

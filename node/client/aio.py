@@ -82,7 +82,15 @@ class Client:
             await self.transport.connect(gw.public_key, gw.address)
         except Exception as exc:
             raise ClientError(f"cannot reach the node at {gw.address}: {exc}") from exc
-        self.rpc.notify(gw.public_key, Kind.HELLO, role="client", region="", version=__version__)
+        self.rpc.notify(
+            gw.public_key,
+            Kind.HELLO,
+            role="client",
+            region="",
+            version=__version__,
+            host="",
+            port=0,
+        )
         self.gateway = gw
 
     def _gw(self) -> Contact:
