@@ -1,7 +1,8 @@
 """The ``troon`` command: one entry point, command groups per package.
 
 ``troon node ...`` (node/cli.py), ``troon testnet ...`` (testnet/cli.py), ``troon put``
-and ``troon get`` (console/datacli.py), ``troon account`` and ``troon wallet``.  The console
+and ``troon get`` (console/datacli.py), ``troon account``, ``troon wallet`` and
+``troon console`` (console/dashboard.py).  The console
 package sits at the top of the dependency picture, so it is the one place allowed to
 gather every group.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from console import accountcli, datacli, walletcli
+from console import accountcli, dashboard, datacli, walletcli
 from node import __version__
 from node import cli as node_cli
 from testnet import cli as testnet_cli
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     accountcli.register(sub)
     walletcli.register(sub)
     image_cli.register(sub)
+    dashboard.register(sub)
     return parser
 
 
