@@ -13,7 +13,7 @@ deletions, duplications, splices of two seeds and truncation (the classic AFL st
 atheris (coverage-guided) is not installable from this machine's package index, so this
 fuzzer is blind to coverage; Hypothesis covers the same decoders in the test suite.
 
-    python bench/fuzz.py [--inputs 1000000] [--seed 1] [--targets packet,message,...]
+    python -m bench.fuzz [--inputs 1000000] [--seed 1] [--targets packet,message,...]
 
 Prints a Rich table, writes bench/results/fuzz.json.
 """
