@@ -10,9 +10,10 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -21,12 +22,16 @@ from node.storage.chunkstore import MAX_CHUNK_SIZE
 from testnet import churn as churn_mod
 from testnet import converge, oracle
 from testnet.errors import BackendError
-from testnet.fleet import Failed, ask_all, post_all
-from testnet.local import LEAVE_GRACE, LocalTestnet, NodeResult, Report
+from testnet.fleet import Failed, ask_all
+from testnet.local import DEFAULT_CONCURRENCY, LEAVE_GRACE, LocalTestnet, NodeResult, Report
 from testnet.progress import progress_bar
-from testnet.regions import region_rules
+from testnet.regions import apply_regions
 from testnet.spec import ChurnSpec, TestnetSpec
 from testnet.state import LedgerEntry, NodeInfo, State
+
+if TYPE_CHECKING:
+    from testnet.docker_backend import DockerOptions, DockerTestnet
+    from testnet.hosts import DockerHost
 
 PUT_CONCURRENCY = 4
 PUT_TIMEOUT = 60.0
@@ -61,11 +66,11 @@ class PutReport:
 
 
 class Testnet:
-    """A testnet on the local backend (later backends will implement the same methods)."""
+    """A running testnet on any backend: local processes or Docker containers."""
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, backend: LocalTestnet) -> None:
+    def __init__(self, backend: LocalTestnet | DockerTestnet) -> None:
         self.backend = backend
 
     @classmethod
@@ -75,12 +80,35 @@ class Testnet:
         *,
         home: Path | None = None,
         console: Console | None = None,
-        concurrency: int = 24,
+        concurrency: int | None = None,
         ready_timeout: float = 60.0,
+        hosts: list[DockerHost] | None = None,
+        options: DockerOptions | None = None,
     ) -> tuple[Testnet, Report]:
-        backend, report = LocalTestnet.up(
-            spec, home=home, console=console, concurrency=concurrency, ready_timeout=ready_timeout
-        )
+        """Start ``spec`` on its backend (``local``, or ``docker``/``ssh`` containers).
+
+        Container backends connect to the spec's hosts (default: the local daemon) unless
+        ``hosts`` are given; ``options`` tune how containers are made.
+        """
+        backend: LocalTestnet | DockerTestnet
+        if spec.backend == "local":
+            backend, report = LocalTestnet.up(
+                spec,
+                home=home,
+                console=console,
+                concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency,
+                ready_timeout=ready_timeout,
+            )
+        else:
+            backend, report = _docker_up(
+                spec,
+                home=home,
+                console=console,
+                concurrency=concurrency,
+                ready_timeout=ready_timeout,
+                hosts=hosts,
+                options=options,
+            )
         net = cls(backend)
         if spec.latency_ms or spec.loss:
             failures = asyncio.run(net.aapply_regions())
@@ -90,7 +118,24 @@ class Testnet:
 
     @classmethod
     def open(cls, name: str, *, home: Path | None = None) -> Testnet:
+        from testnet.docker_backend import RECORD, DockerTestnet
+
+        state = State.open(name, home=home)
+        if (state.root / RECORD).exists():
+            return cls(DockerTestnet.open(name, home=home))
         return cls(LocalTestnet.open(name, home=home))
+
+    @property
+    def docker(self) -> DockerTestnet:
+        """The container backend, or a BackendError for a local testnet."""
+        from testnet.docker_backend import DockerTestnet
+
+        if not isinstance(self.backend, DockerTestnet):
+            raise BackendError(
+                f"testnet {self.name} runs local processes; this needs a container testnet "
+                "(`troon testnet up --backend docker`)"
+            )
+        return self.backend
 
     @property
     def name(self) -> str:
@@ -128,19 +173,59 @@ class Testnet:
     def down(self, *, grace: float = LEAVE_GRACE, console: Console | None = None) -> Report:
         return self.backend.down(grace=grace, console=console)
 
+    def grow(
+        self, indices: list[int], *, console: Console | None = None, timeout: float = 60.0
+    ) -> Report:
+        """Start more of the spec's nodes into the running testnet."""
+        grow = getattr(self.backend, "grow", None)
+        if grow is None:
+            raise BackendError(f"the {self.spec.backend} backend cannot grow a testnet yet")
+        report: Report = grow(indices, console=console, timeout=timeout)
+        if report.ok and (self.spec.latency_ms or self.spec.loss):
+            failures = asyncio.run(self.aapply_regions(only=indices))
+            if failures:
+                report = _with_region_failures(report, failures)
+        return report
+
+    def logs(self, index: int, *, tail: int | None = None) -> str:
+        """Node ``index``'s log (a container's output, or a local node's log file)."""
+        if index not in self.backend.indices():
+            raise BackendError(
+                f"no node {index} in testnet {self.name}; see `troon testnet status`"
+            )
+        if not isinstance(self.backend, LocalTestnet):
+            return self.backend.logs(index, tail=tail)
+        path = self.state.log_path(index)
+        try:
+            lines = path.read_text(errors="replace").splitlines(keepends=True)
+        except FileNotFoundError:
+            return ""
+        return "".join(lines if tail is None else lines[-tail:] if tail else [])
+
+    def exec(self, index: int, command: list[str]) -> tuple[int, str]:
+        """Run ``command`` inside node ``index``'s container: (exit code, output)."""
+        return self.docker.exec(index, command)
+
+    def upgrade(
+        self, image: str, *, console: Console | None = None, repair_timeout: float = 120.0
+    ) -> Report:
+        """Rolling upgrade to ``image``: one node at a time, never a chunk below 3 copies."""
+        from testnet.upgrade import rolling_upgrade
+
+        report = rolling_upgrade(self.docker, image, console=console, repair_timeout=repair_timeout)
+        if self.spec.latency_ms or self.spec.loss:
+            failures = asyncio.run(self.aapply_regions())
+            if failures:
+                report = _with_region_failures(report, failures)
+        return report
+
     # -- regions --------------------------------------------------------------------------
 
-    async def aapply_regions(self, *, only: int | None = None) -> list[str]:
-        """Install the spec's latency/loss matrix as impairment rules (all of them, or those
-        that involve node ``only``); returns the failures."""
-        infos = self.live()
-        calls = [
-            (a, infos[a].admin, "/impairment", {"selector": sel, "rule": rule})
-            for a, b, sel, rule in region_rules(self.spec, infos)
-            if only is None or only in (a, b)
-        ]
-        answers = await post_all(calls, self.state.token)
-        return [f"n{i:03d}: {a.reason}" for i, a in answers if isinstance(a, Failed)]
+    async def aapply_regions(self, *, only: int | Collection[int] | None = None) -> list[str]:
+        """Install the spec's latency/loss matrix: each node's peers assigned to impairment
+        groups by region, one rule per region (all nodes, or what ``only`` needs); returns
+        the failures."""
+        return await apply_regions(self.spec, self.live(), self.state.token, only=only)
 
     # -- status ---------------------------------------------------------------------------
 
@@ -198,7 +283,7 @@ class Testnet:
         random.Random(seed).shuffle(contacts)
         started = time.monotonic()
         client = Client()
-        await client.start()
+        await client.start(oracle.client_host(contacts))
         try:
             gateway = await _connect(client, contacts)
             stored, failures = await self._put_many(client, chunks, size, on_stored)
@@ -291,6 +376,35 @@ async def _connect(client: Client, contacts: list[str]) -> str:
             reason = str(exc)
     raise BackendError(
         f"cannot reach any node as a client ({reason}); check `troon testnet status`"
+    )
+
+
+def _docker_up(
+    spec: TestnetSpec,
+    *,
+    home: Path | None,
+    console: Console | None,
+    concurrency: int | None,
+    ready_timeout: float,
+    hosts: list[DockerHost] | None,
+    options: DockerOptions | None,
+) -> tuple[DockerTestnet, Report]:
+    from testnet import docker_backend as db
+    from testnet.docker_plan import DEFAULT_IMAGE
+
+    image = spec.image or DEFAULT_IMAGE
+    if options is None:
+        options = db.DockerOptions(
+            image=image,
+            concurrency=db.DEFAULT_CONCURRENCY if concurrency is None else concurrency,
+            ready_timeout=ready_timeout,
+        )
+    unreachable: dict[str, str] = {}
+    if hosts is None:
+        wanted = [(h.url, h.advertise_address()) for h in spec.hosts] or [("local", None)]
+        hosts, unreachable = db.connect(wanted, image=options.image, console=console)
+    return db.DockerTestnet.up(
+        spec, hosts, home=home, console=console, options=options, unreachable=unreachable
     )
 
 

@@ -8,6 +8,7 @@ sampled chunk cannot be read back); ``up`` exits 1 when some node did not start.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import math
 import sys
@@ -22,6 +23,7 @@ from node.client.aio import ClientError
 from testnet.api import Testnet
 from testnet.errors import SpecError, TestnetError
 from testnet.local import LEAVE_GRACE
+from testnet.rollout import register_rollout
 from testnet.spec import DEFAULT_NAME, ChurnSpec, TestnetSpec, load_spec, spec_from_dict
 from testnet.views import (
     churn_view,
@@ -41,7 +43,7 @@ Command = Callable[[argparse.Namespace], int]
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``testnet`` command group to the top-level parser."""
-    group = sub.add_parser("testnet", help="run a local testnet of node processes")
+    group = sub.add_parser("testnet", help="run a testnet of node processes or containers")
     cmds = group.add_subparsers(dest="testnet_cmd", required=True, metavar="COMMAND")
 
     up = cmds.add_parser("up", help="start a testnet (default: 8 nodes named 'local')")
@@ -49,7 +51,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--nodes", type=_positive_int, help="node count (overrides the spec)")
     up.add_argument("--name", help="testnet name (overrides the spec; default 'local')")
     up.add_argument("--seed", type=_natural, help="seed (overrides the spec)")
-    up.add_argument("--concurrency", type=_positive_int, default=24, help="nodes starting at once")
+    up.add_argument(
+        "--backend", choices=("local", "docker"), help="local processes or docker containers"
+    )
+    up.add_argument("--image", help="node image for docker (default troon-node:latest)")
+    up.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help="nodes starting at once (default 24 local, 8 docker)",
+    )
     up.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per node")
     up.set_defaults(func=_guard(cmd_up))
 
@@ -102,6 +112,52 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         _name_arg(p)
         p.add_argument("index", type=_natural, help="node index (see status)")
         p.set_defaults(func=_guard(func))
+
+    logs = cmds.add_parser("logs", help="a node's log (container output or log file)")
+    _name_arg(logs)
+    logs.add_argument("index", type=_natural, help="node index (see status)")
+    logs.add_argument("--tail", type=_natural, help="only the last N lines")
+    logs.set_defaults(func=_guard(cmd_logs))
+
+    run = cmds.add_parser("exec", help="run a command in a node's container: exec NAME I -- CMD")
+    run.add_argument("name", help="testnet name")
+    run.add_argument("index", type=_natural, help="node index (see status)")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    run.set_defaults(func=_guard(cmd_exec))
+
+    upgrade = cmds.add_parser(
+        "upgrade", help="rolling upgrade to another image, one node at a time, data kept"
+    )
+    _name_arg(upgrade)
+    upgrade.add_argument("--image", required=True, help="the new node image (a local tag)")
+    upgrade.add_argument(
+        "--repair-timeout",
+        type=_positive_float,
+        default=120.0,
+        help="seconds to wait for chunks to be back to 3 copies before each node",
+    )
+    upgrade.set_defaults(func=_guard(cmd_upgrade))
+
+    farm = cmds.add_parser(
+        "farming", help="coins minted per node and region, farming rates, the supply audit"
+    )
+    _name_arg(farm)
+    farm.add_argument(
+        "--wait", type=_positive_float, default=20.0, help="seconds to let credits settle"
+    )
+    farm.set_defaults(func=_guard(cmd_farming))
+
+    soak = cmds.add_parser(
+        "soak", help="workload + seeded faults for N minutes, then the checker and a report"
+    )
+    soak.add_argument("spec", type=Path, help="soak file (testnet, workload, faults)")
+    soak.add_argument("--minutes", type=_positive_float, help="run length (overrides the file)")
+    soak.add_argument("--seed", type=_natural, help="fault and workload seed (overrides)")
+    soak.add_argument("--attach", metavar="NAME", help="use this running testnet instead")
+    soak.add_argument("--keep", action="store_true", help="leave the testnet up afterwards")
+    soak.set_defaults(func=_guard(cmd_soak))
+
+    register_rollout(cmds)
 
 
 def _name_arg(parser: argparse.ArgumentParser) -> None:
@@ -180,11 +236,14 @@ def build_spec(args: argparse.Namespace) -> TestnetSpec:
         raw["name"] = args.name
     if args.seed is not None:
         raw["seed"] = args.seed
+    for flag in ("backend", "image"):
+        if getattr(args, flag, None) is not None:
+            raw[flag] = getattr(args, flag)
     try:
         return spec_from_dict(raw)
     except SpecError as exc:
         flag = str(exc).split(":")[0]
-        if flag in ("name", "seed", "nodes"):
+        if flag in ("name", "seed", "nodes", "backend", "image"):
             raise SpecError(f"--{exc}") from None
         raise
 
@@ -196,7 +255,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     console.print(report_view(report))
     if not report.ok:
-        console.print(f"some nodes failed; logs are in {net.state.root}/nodes/*/node.log")
+        where = (
+            f"`troon testnet logs {net.name} INDEX` shows a node's log"
+            if spec.backend != "local"
+            else f"logs are in {net.state.root}/nodes/*/node.log"
+        )
+        console.print(f"some nodes failed; {where}")
         return 1
     conv = net.converge(timeout=max(30.0, args.timeout))
     console.print(convergence_view(conv))
@@ -266,6 +330,46 @@ def cmd_churn(args: argparse.Namespace) -> int:
     return 0 if all(o.ok for o in outcomes) else 1
 
 
+def cmd_farming(args: argparse.Namespace) -> int:
+    from testnet import farming
+
+    net = Testnet.open(args.name)
+    report = asyncio.run(farming.afarming(net, wait=args.wait))
+    console.print(farming.render(report))
+    return 0 if report.balanced else 1
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from testnet import soak
+
+    spec = soak.load_soak(args.spec, minutes=args.minutes)
+    if args.seed is not None:
+        spec = dataclasses.replace(spec, seed=args.seed)
+    if args.attach:
+        net = Testnet.open(args.attach)
+    else:
+        net, report = Testnet.up(spec.testnet, console=console)
+        console.print(report_view(report))
+        if not report.ok:
+            net.down()
+            console.print("the testnet did not come up; see the node logs above")
+            return 1
+    try:
+        conv = net.converge(timeout=60.0)
+        if not conv.converged:
+            console.print("routing did not converge; the soak would measure that, not faults")
+            return 1
+        result = asyncio.run(soak.asoak(net, spec, console=console))
+    finally:
+        if not args.keep and not args.attach:
+            net.down()
+    console.print((result.folder / "summary.md").read_text())
+    console.print(f"report: {result.folder}")
+    return 0 if result.report.ok else 1
+
+
 def cmd_converge(args: argparse.Namespace) -> int:
     net = Testnet.open(args.name)
     report = net.converge(timeout=args.timeout)
@@ -283,6 +387,32 @@ def cmd_restart(args: argparse.Namespace) -> int:
     result = Testnet.open(args.name).restart(args.index)
     console.print(f"n{args.index:03d}: {result.detail}")
     return 0 if result.ok else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    text = Testnet.open(args.name).logs(args.index, tail=args.tail)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    code, output = Testnet.open(args.name).exec(args.index, command)
+    sys.stdout.write(output)
+    sys.stdout.flush()
+    return code
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    net = Testnet.open(args.name)
+    report = net.upgrade(args.image, console=console, repair_timeout=args.repair_timeout)
+    console.print(report_view(report))
+    if report.ok:
+        console.print(f"next: `troon testnet check {net.name}` to see every chunk still there")
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

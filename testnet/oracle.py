@@ -158,6 +158,14 @@ def holdings_from(
     return holdings, unreachable
 
 
+def client_host(contacts: Iterable[str]) -> str:
+    """Where a client talking to ``contacts`` binds: loopback for a local testnet, every
+    interface when some node is elsewhere (containers on a bridge, other hosts)."""
+    hosts = [c.rpartition("/")[0].rpartition(":")[0].strip("[]") for c in contacts]
+    local = all(h == "localhost" or h.startswith("127.") or h == "::1" for h in hosts)
+    return "127.0.0.1" if local else "0.0.0.0"
+
+
 async def fetch_sample(
     contacts: Sequence[str], names: Sequence[bytes], *, timeout: float = FETCH_TIMEOUT
 ) -> list[FetchResult]:
@@ -165,7 +173,7 @@ async def fetch_sample(
     if not names:
         return []
     client = Client()
-    await client.start()
+    await client.start(client_host(contacts))
     try:
         reason = await _connect_any(client, contacts)
         if reason is not None:

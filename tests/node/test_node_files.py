@@ -32,10 +32,13 @@ def test_file_round_trip_private_and_public(tmp_path: Path) -> None:
             address = await publish(client, data_map)
             again = await resolve(client, address)
             assert again == data_map
-            # Every chunk of the file is held by its 4 closest nodes.
+            # Every chunk of the file ends up held by exactly its 4 closest nodes (a copy a
+            # busy gateway put elsewhere is moved by replication, then dropped).
             chunk_names = [info.dst_hash for info in data_map.chunk_identifiers]
-            for name in chunk_names:
-                assert {n.name for n in c.holders(name)} == c.ideal(name)
+            assert await settle(
+                lambda: all({n.name for n in c.holders(x)} == c.ideal(x) for x in chunk_names),
+                timeout=30,
+            )
             await client.close()
 
     asyncio.run(body())
