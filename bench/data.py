@@ -24,6 +24,7 @@ from rich.table import Table
 from node.client.aio import Client, get_file, put_file
 from node.selfenc import decrypt_file, encrypt_file
 from testnet import Testnet
+from testnet.oracle import client_host
 from testnet.spec import spec_from_dict
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,7 +41,7 @@ def _digest(path: Path) -> str:
 
 async def _through(contact: str, src: Path, out: Path) -> tuple[float, float]:
     client = Client()
-    await client.start()
+    await client.start(client_host([contact]))
     try:
         await client.connect(contact)
         started = time.perf_counter()

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from node.client.aio import Client, ClientError, file_size, get_file, publish, put_file, resolve
 from node.selfenc import DataMap, SelfEncryptionError
 from testnet.cli import command_guard
+from testnet.oracle import client_host
 
 console = Console()
 Command = Callable[[argparse.Namespace], int]
@@ -75,11 +76,12 @@ def _contacts(args: argparse.Namespace) -> list[str]:
 
 
 async def _with_client(args: argparse.Namespace, body: Callable[[Client], Awaitable[int]]) -> int:
+    contacts = _contacts(args)
     client = Client()
-    await client.start()
+    await client.start(client_host(contacts))  # every interface if the nodes are containers
     try:
         last: Exception | None = None
-        for contact in _contacts(args)[:5]:
+        for contact in contacts[:5]:
             try:
                 await client.connect(contact)
                 break

@@ -17,7 +17,8 @@ over the bridge directly and advertise their container IP (``advertise_host: aut
 
 Ports: inside a container on a bridge the ports are fixed (:data:`NODE_PORT`,
 :data:`ADMIN_PORT`); a published node on a host gets ``port_base + 2*slot`` (UDP, peers) and
-``port_base + 2*slot + 1`` (TCP, admin), ``slot`` counting that host's nodes.
+``port_base + 2*slot + 1`` (TCP, admin), ``slot`` counting published nodes across the whole
+testnet (so stand-in hosts sharing one daemon never collide).
 """
 
 from __future__ import annotations
@@ -151,14 +152,16 @@ def plan(
     placements: list[Placement] = []
     networks: list[tuple[str, str]] = []
     notes: list[str] = []
+    slot_base = 0
     for pos, host in enumerate(hosts):
         mine = [i for i in range(spec.nodes) if owner[i] == host.url]
         shards = max(1, -(-len(mine) // shard_size))
         published = host.advertise_ip is not None or shards > 1
-        if published and port_base + 2 * len(mine) > MAX_PORT:
+        if published and port_base + 2 * (slot_base + len(mine)) > MAX_PORT:
             raise SpecError(
-                f"hosts: {len(mine)} published nodes on {host.url} need ports {port_base}.."
-                f"{port_base + 2 * len(mine) - 1}, past {MAX_PORT}; spread them over more hosts"
+                f"hosts: {len(mine)} published nodes on {host.url} need ports up to "
+                f"{port_base + 2 * (slot_base + len(mine)) - 1}, past {MAX_PORT}; use fewer "
+                "nodes per testnet or a lower port base"
             )
         nets = [
             network_name(spec.name, host_pos=pos, hosts=len(hosts), shard=s) for s in range(shards)
@@ -173,10 +176,14 @@ def plan(
         for slot, index in enumerate(mine):
             peer, admin = NODE_PORT, ADMIN_PORT
             if published:
-                peer, admin = port_base + 2 * slot, port_base + 2 * slot + 1
+                peer, admin = (
+                    port_base + 2 * (slot_base + slot),
+                    port_base + 2 * (slot_base + slot) + 1,
+                )
             net = nets[slot // shard_size]
             region = spec.region_of(index)
             placements.append(Placement(index, region, host.url, net, published, peer, admin))
+        slot_base += len(mine) if published else 0
     placements.sort(key=lambda p: p.index)
     return DockerPlan(spec.name, tuple(placements), tuple(networks), tuple(notes))
 

@@ -306,9 +306,9 @@ class WorkloadRunner:
         self.clients: list[Client] = []
 
     async def client(self) -> Client:
-        client = Client()
-        await client.start()
         contacts = [info.contact for info in self.net.live().values()]
+        client = Client()
+        await client.start(oracle.client_host(contacts))
         self.rng.shuffle(contacts)
         for contact in contacts[:5]:
             with contextlib.suppress(ClientError):

@@ -292,17 +292,8 @@ def _run_once(host: DockerHost, image: str, argv: list[str], **kwargs: Any) -> b
 # -- end to end: a testnet spread over two SSH hosts -------------------------------------------
 
 
-BLOCKED = (
-    "needs two fixes outside this test's files: testnet/docker_plan.py numbers published ports "
-    "per host, so two hosts on one daemon collide (port 40000 twice); nodes store a peer's "
-    "observed UDP source (Docker's proxy rewrites it) instead of its advertised address "
-    "(node/service.py _observe).  Remove this mark when both land."
-)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-@pytest.mark.xfail(strict=True, reason=BLOCKED)
 def test_testnet_over_two_ssh_hosts_converges_stores_and_downs_cleanly(
     sshd: SshHosts, image: str, local: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,7 +55,7 @@ def test_exactly_the_limit_is_one_bridge_and_a_small_shard_size_shards() -> None
 
 def test_too_many_published_nodes_for_the_port_range() -> None:
     spec = spec_from_dict({"name": "huge", "nodes": 4000})
-    with pytest.raises(SpecError, match="past 65535; spread them over more hosts"):
+    with pytest.raises(SpecError, match="past 65535; use fewer nodes per testnet"):
         dp.plan(spec, LOCAL, port_base=60000)
     with pytest.raises(SpecError, match="shard size must be >= 1"):
         dp.plan(spec, LOCAL, shard_size=0)
