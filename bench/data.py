@@ -14,12 +14,16 @@ import asyncio
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # run as bench/X.py: bench/testnet.py must not shadow the testnet package
 
 from node.client.aio import Client, get_file, put_file
 from node.selfenc import decrypt_file, encrypt_file

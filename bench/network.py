@@ -20,6 +20,7 @@ import math
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # run as bench/X.py: bench/testnet.py must not shadow the testnet package
 
 from node.admin import AdminClient
 from node.client.aio import Client
