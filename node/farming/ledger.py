@@ -21,7 +21,7 @@ nothing; credits and mints are idempotent by id.  Coins minted by the network ar
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +185,33 @@ def check_quorum(group: Collection[bytes], quorum: int) -> frozenset[bytes]:
     return members
 
 
+def count_votes(
+    votes: Sequence[tuple[bytes, bytes, Callable[[], None]]],
+    subject: bytes,
+    candidates: Collection[bytes],
+    *,
+    quorum: int,
+    what: str,
+    other: str,
+    error: type[LedgerError],
+) -> None:
+    """Raise ``error`` unless ``quorum`` distinct ``candidates`` signed ``subject``; each vote
+    is ``(subject it names, voter, check of its signature)``."""
+    members = frozenset(candidates)
+    voters: set[bytes] = set()
+    for named, voter, check in votes:
+        if named != subject:
+            raise error(f"a vote in {what} is for {other}")
+        if voter not in members:
+            raise error(f"a vote in {what} is from outside the group")
+        if voter in voters:
+            raise error(f"a member voted twice in {what}")
+        check()
+        voters.add(voter)
+    if len(voters) < quorum:
+        raise error(f"{what} has {len(voters)} votes, the quorum is {quorum}")
+
+
 @dataclass(frozen=True)
 class DebitProof:
     """A transfer and at least ``quorum`` votes from distinct members of the sender's group."""
@@ -207,21 +234,17 @@ class DebitProof:
         elsewhere in the network believes are near the sender's wallet (a superset of its
         group during churn).  Double-spend safety does not rest on this check but on each
         group member voting once per seq; this one only keeps far-away nodes from forging."""
-        members = frozenset(candidates)
         self.transfer.verify()
-        tid = self.transfer.id
-        voters: set[bytes] = set()
-        for vote in self.votes:
-            if vote.transfer_id != tid:
-                raise LedgerError("a vote in the proof is for another transfer")
-            if vote.voter not in members:
-                raise LedgerError("a vote in the proof is from outside the sender's group")
-            if vote.voter in voters:
-                raise LedgerError("a member voted twice in the proof")
-            vote.verify()
-            voters.add(vote.voter)
-        if len(voters) < quorum:
-            raise LedgerError(f"proof has {len(voters)} votes, the quorum is {quorum}")
+        checked = [(v.transfer_id, v.voter, v.verify) for v in self.votes]
+        count_votes(
+            checked,
+            self.transfer.id,
+            candidates,
+            quorum=quorum,
+            what="the proof",
+            other="another transfer",
+            error=LedgerError,
+        )
 
     def encode(self) -> bytes:
         """msgpack ``[1, transfer fields, [[transfer_id, voter, signature], ...]]``."""

@@ -45,6 +45,7 @@ from .ledger import (
     DebitProof,
     LedgerError,
     MintCredit,
+    count_votes,
 )
 from .rewards import (
     MAX_REQUEST_ID,
@@ -300,20 +301,16 @@ class MintProof:
 
     def verify(self, candidates: Collection[bytes], quorum: int) -> None:
         """Raise unless ``quorum`` distinct ``candidates`` validly voted for the op."""
-        members = frozenset(candidates)
-        op_id = self.op.id
-        voters: set[bytes] = set()
-        for vote in self.votes:
-            if vote.op_id != op_id:
-                raise RewardError("a vote in the mint proof is for another op")
-            if vote.voter not in members:
-                raise RewardError("a vote in the mint proof is from outside the mint's group")
-            if vote.voter in voters:
-                raise RewardError("a member voted twice in the mint proof")
-            vote.verify()
-            voters.add(vote.voter)
-        if len(voters) < quorum:
-            raise RewardError(f"mint proof has {len(voters)} votes, the quorum is {quorum}")
+        checked = [(v.op_id, v.voter, v.verify) for v in self.votes]
+        count_votes(
+            checked,
+            self.op.id,
+            candidates,
+            quorum=quorum,
+            what="the mint proof",
+            other="another op",
+            error=RewardError,
+        )
 
     def encode(self) -> bytes:
         votes = [[v.op_id, v.voter, v.signature] for v in self.votes]
