@@ -318,6 +318,17 @@ class WorkloadRunner:
         await client.close()
         raise ClientError("no node answered as a gateway")
 
+    async def failover(self, client: Client) -> None:
+        """After a failed operation: the gateway may be one of the nodes just killed, so
+        move to another live node (a real client would do the same) and pause a moment."""
+        contacts = [info.contact for info in self.net.live().values()]
+        self.rng.shuffle(contacts)
+        for contact in contacts[:5]:
+            with contextlib.suppress(ClientError, OSError):
+                await client.connect(contact)
+                break
+        await asyncio.sleep(0.2)
+
     async def run(self) -> None:
         w = self.spec.workload
         tasks = [self._writer(n, w) for n in range(w.writers)]
@@ -347,6 +358,7 @@ class WorkloadRunner:
                     data_map = await put_file(client, path)
             except (ClientError, TimeoutError) as exc:
                 self.rec.add(checker.PUT, key, start, False, detail=str(exc)[:120])
+                await self.failover(client)
                 continue
             finally:
                 path.unlink(missing_ok=True)
@@ -367,6 +379,7 @@ class WorkloadRunner:
             self.rec.add(kind, key, start, ok, detail="" if ok else "content differs")
         except (ClientError, TimeoutError, OSError) as exc:
             self.rec.add(kind, key, start, False, detail=str(exc)[:120])
+            await self.failover(client)
         finally:
             out.unlink(missing_ok=True)
 
@@ -394,6 +407,7 @@ class WorkloadRunner:
             except (ClientError, TimeoutError) as exc:
                 self.rec.add(checker.RECORD_PUT, key, start, False, version=version,
                              detail=str(exc)[:120])  # fmt: skip
+                await self.failover(client)
             start = self.rec.now()
             try:
                 async with asyncio.timeout(OP_TIMEOUT):
@@ -402,6 +416,7 @@ class WorkloadRunner:
                 self.rec.add(checker.RECORD_GET, key, start, got is not None, version=read)
             except (ClientError, TimeoutError) as exc:
                 self.rec.add(checker.RECORD_GET, key, start, False, detail=str(exc)[:120])
+                await self.failover(client)
             await asyncio.sleep(0.5)
 
     async def _transfers(self) -> None:
@@ -424,6 +439,7 @@ class WorkloadRunner:
                              detail=proof.transfer.id.hex())  # fmt: skip
             except (ClientError, TimeoutError) as exc:
                 self.rec.add(checker.TRANSFER, key, start, False, detail=str(exc)[:120])
+                await self.failover(client)
             await asyncio.sleep(1.0)
 
 
