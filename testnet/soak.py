@@ -538,7 +538,17 @@ async def asoak(
         if spec.workload.transfers:
             from testnet.farming import afarming
 
-            balanced = (await afarming(net, wait=30)).balanced
+            ledger = await afarming(net, wait=60)
+            balanced = ledger.balanced
+            fault_log.append(
+                {
+                    "at": round(rec.now(), 2),
+                    "action": "ledger-audit",
+                    "detail": f"balanced={ledger.balanced} settled={ledger.settled} "
+                    f"balances={ledger.balances} unminted={ledger.unminted} "
+                    f"in_flight={ledger.in_flight} disagree={len(ledger.disagree)}",
+                }
+            )
     finally:
         await workload.close()
         shutil.rmtree(tmp, ignore_errors=True)
