@@ -614,7 +614,7 @@ class LedgerPlane:
         """Ask the mint leader (nearest MINT_NAME) to run one op; its proof."""
         body = _pack([kind, payload])
         last: Exception | None = None
-        for attempt_no in range(3):
+        for attempt_no in range(6):  # the leader may still be taking the mint over
             group = await self.close_group(MINT_NAME)
             try:
                 return await self._call(group[0], "mint.request", body, replica=False)

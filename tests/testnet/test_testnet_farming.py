@@ -73,7 +73,7 @@ def test_paid_files_farming_and_the_audit(
             "name": "farm",
             "seed": 7,
             "regions": [{"name": "eu", "nodes": 8}, {"name": "us", "nodes": 8}],
-            "node": {"capacity": 600_000, "require_payment": True, "audit_interval": 2.0},
+            "node": {"capacity": 1_000_000, "require_payment": True, "audit_interval": 2.0},
         }
     )
     net, up = Testnet.up(spec)
