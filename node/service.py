@@ -388,8 +388,7 @@ class NodeService(DataPlane, LedgerPlane):
         """Every GET served is a farming attempt: a lottery anyone can re-check from the
         request, the chunk, our key and the epoch, won with the farming rate of our store.
         A win is claimed from the mint, whose group re-runs the lottery before paying."""
-        capacity = max(1, self.config.capacity)
-        used = min(self.store.used_bytes(), capacity)
+        used, capacity = self.store_load()
         rate = farming_rate(used, capacity)
         request_id = blake3.blake3(peer + rid.to_bytes(8, "big")).digest()
         epoch = self.epoch_now()
@@ -401,7 +400,7 @@ class NodeService(DataPlane, LedgerPlane):
             self._claim_reward(claim)
 
     def farming_rate(self) -> float:
-        return farming_rate(self.store.used_bytes(), max(1, self.config.capacity))
+        return farming_rate(*self.store_load())
 
     _handlers: ClassVar[dict[Kind, Callable[[NodeService, bytes, Message], Awaitable[None]]]] = {
         Kind.FIND_NODE: _on_find_node,

@@ -31,6 +31,7 @@ import random
 import shutil
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -587,11 +588,7 @@ def _write(
         for entry in fault_log:
             f.write(json.dumps(entry) + "\n")
     summary = report.summary()
-    counts: dict[str, int] = {}
-    for op in rec.ops:
-        counts[f"{op.kind}_{'ok' if op.ok else 'failed'}"] = (
-            counts.get(f"{op.kind}_{'ok' if op.ok else 'failed'}", 0) + 1
-        )
+    counts = Counter(f"{op.kind}_{'ok' if op.ok else 'failed'}" for op in rec.ops)
     body = {"summary": summary, "operations": counts, "faults": len(fault_log),
             "nodes": spec.testnet.nodes, "minutes": spec.minutes, "seed": spec.seed}  # fmt: skip
     (folder / "report.json").write_text(json.dumps(body, indent=1) + "\n")

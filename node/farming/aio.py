@@ -128,6 +128,14 @@ def _unpack(data: bytes) -> Any:
         raise LedgerError(f"not valid msgpack: {type(exc).__name__}") from exc
 
 
+def _keep_own_vote(ours: dict[int, bytes], agreed: dict[int, bytes], seq: int) -> None:
+    """A replica adopting a newer agreed state keeps the vote it cast at ``seq``; if the
+    peers voted otherwise there, it is BLOCKED from voting at that seq at all."""
+    mine, theirs = ours.get(seq), agreed.get(seq)
+    if mine is not None:
+        agreed[seq] = BLOCKED if theirs is not None and theirs != mine else mine
+
+
 def _pubkey(data: bytes) -> bytes:
     if len(data) != 32:
         raise LedgerError("a wallet is a 32-byte public key")
@@ -173,7 +181,6 @@ class LedgerPlane:
         self._mint_pushed: dict[bytes, bytes] = {}
         self._mint_lock = asyncio.Lock()
         self._mint_log: dict[int, bytes] = {}
-        self._mint_pending: MintOp | None = None
         self._near_cache: dict[bytes, tuple[float, frozenset[bytes]]] = {}
         self._outbox_seen: dict[bytes, float] = {}
         self._delivering: set[bytes] = set()
@@ -404,12 +411,7 @@ class LedgerPlane:
             )
             if not ahead:
                 return
-            mine = ours.voted.get(agreed.next_seq)
-            theirs = agreed.voted.get(agreed.next_seq)
-            if mine is not None and theirs is not None and mine != theirs:
-                agreed.voted[agreed.next_seq] = BLOCKED
-            elif mine is not None:
-                agreed.voted[agreed.next_seq] = mine
+            _keep_own_vote(ours.voted, agreed.voted, agreed.next_seq)
         agreed.quorum = self.farm_config.quorum
         agreed.history_limit = self.farm_config.history_limit
         self.ledger.save_wallet(agreed)
@@ -489,12 +491,7 @@ class LedgerPlane:
         if ours is not None:
             if agreed.next_seq <= ours.next_seq:
                 return
-            mine = ours.voted.get(agreed.next_seq)
-            theirs = agreed.voted.get(agreed.next_seq)
-            if mine is not None and theirs is not None and mine != theirs:
-                agreed.voted[agreed.next_seq] = BLOCKED
-            elif mine is not None:
-                agreed.voted[agreed.next_seq] = mine
+            _keep_own_vote(ours.voted, agreed.voted, agreed.next_seq)
         self.ledger.save_mint(agreed)
         self._mint_pushed.clear()
         self.counters["mint_synced"] += 1
@@ -594,8 +591,6 @@ class LedgerPlane:
         if self.ledger.mint is None:
             raise LedgerError("not_leader: the mint leader has not taken over the mint yet")
         async with self._mint_lock:
-            if self._mint_pending is not None:
-                await self._finish_pending()
             return await self._mint_round(kind, payload)
 
     async def _g_cost(self, body: bytes) -> bytes:
@@ -604,9 +599,14 @@ class LedgerPlane:
             raise LedgerError("cost takes a size in bytes")
         return _pack(self.store_cost(size))
 
+    def store_load(self) -> tuple[int, int]:
+        """``(used, capacity)`` of our chunk store, as the farming rate and store cost take
+        them (capacity at least 1, used never above it)."""
+        capacity = max(1, self.config.capacity)
+        return min(self.store.used_bytes(), capacity), capacity
+
     def store_cost(self, size: int) -> int:
-        used = min(self.store.used_bytes(), max(1, self.config.capacity))
-        return store_cost(used, max(1, self.config.capacity), size, self.farm_config)
+        return store_cost(*self.store_load(), size, self.farm_config)
 
     # -- the mint, leader side ---------------------------------------------------------
 
@@ -628,15 +628,6 @@ class LedgerPlane:
                 last = exc
             await asyncio.sleep(0.5 * (attempt_no + 1))
         raise LedgerError(f"the mint did not answer: {last}")
-
-    async def _finish_pending(self) -> None:
-        mint = self.ledger.mint
-        op = self._mint_pending
-        self._mint_pending = None
-        if mint is None or op is None or op.seq != mint.next_seq:
-            return
-        with contextlib.suppress(LedgerError):
-            await self._commit_round(op)
 
     async def _mint_round(self, kind: str, payload: bytes) -> bytes:
         mint = self._mint_held()
@@ -705,12 +696,10 @@ class LedgerPlane:
             if vote.voter in keys and vote.op_id == op.id:
                 votes[vote.voter] = vote
         if len(votes) < self.farm_config.quorum:
-            self._mint_pending = op
             why = "; ".join(sorted(set(reasons))) or "no votes"
             raise LedgerError(f"the mint group approved only {len(votes)}: {why}")
         proof = MintProof(op, tuple(votes.values())).encode()
         await self._gather(group, "mint.commit", proof)
-        self._mint_pending = None
         return proof
 
     async def _catch_up(
