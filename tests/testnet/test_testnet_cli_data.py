@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import time
 from pathlib import Path
 
 import nacl.pwhash.argon2id as argon2id
@@ -12,6 +14,7 @@ import pytest
 from console import accountcli
 from console.cli import main
 from node.data.account import KdfCost
+from testnet import farming
 from testnet.api import Testnet
 from testnet.spec import spec_from_dict
 
@@ -42,6 +45,11 @@ def test_files_accounts_and_messages_from_the_command_line(
         assert main(["get", "ab" * 32, "-o", str(tmp_path / "x"), "--testnet", "cli"]) == 2
         assert not (tmp_path / "x").exists()
 
+        # an account's wallet claims its allowance from the mint: let the mint form first
+        deadline = time.monotonic() + 40
+        while asyncio.run(farming.afarming(net, wait=0.1)).unminted is None:
+            assert time.monotonic() < deadline, "no mint group formed"
+            time.sleep(1.0)
         for who in ("alice", "bob"):
             monkeypatch.setenv("TROON_KEYWORD", f"{who}-keyword")
             monkeypatch.setenv("TROON_PIN", "4321")
