@@ -249,7 +249,8 @@ def ledger_target() -> Target:
     votes = tuple(r.vote_debit(transfer, m) for r, m in zip(replicas, members, strict=True))
     proof = DebitProof(transfer, votes[:3])
     op = MintOp(0, "allowance", AllowanceRequest.sign(owner).encode(), (), 0)
-    mint_proof = MintProof(op, tuple(MintVote.sign(op, m) for m in members[:3]))
+    ballot = (1, members[0].public_key)
+    mint_proof = MintProof(op, ballot, tuple(MintVote.sign(op, ballot, m) for m in members[:3]))
     claim = Claim(b"r" * 16, b"\x01" * 32, owner.public_key, 3, 10, 100)
     seeds = [
         b"\x00" + transfer.encode(),

@@ -97,7 +97,7 @@ LEDGER_OPS = (
     "mint.vote",
     "mint.commit",
     "mint.get",
-    "mint.pending",
+    "mint.prepare",
     "mint.push",
     "cost",
 )

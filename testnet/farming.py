@@ -27,7 +27,6 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from node.farming.mintlog import MINT_NAME
 from node.farming.rewards import TOTAL_SUPPLY
 from node.identity import xor_name
 from node.routing.xorname import closest
@@ -96,6 +95,21 @@ def _agreed(values: list[int], holders: int) -> int | None:
     return None
 
 
+def _mint_agreed(mints: list[dict[str, Any]]) -> int | None:
+    """The unminted supply of the most advanced mint state, if a majority of that state's
+    members report exactly it (the mint's members, not merely the nodes near it, hold the
+    supply: a node near the mint may keep a stale copy)."""
+    if not mints:
+        return None
+    top = max(mints, key=lambda m: int(m.get("next_seq", 0)))
+    state = (top.get("unminted"), top.get("next_seq"))
+    agreeing = sum(
+        1 for m in mints if m.get("member") and (m.get("unminted"), m.get("next_seq")) == state
+    )
+    need = int(top.get("members", 1)) // 2 + 1
+    return int(top["unminted"]) if agreeing >= need else None
+
+
 def audit(
     testnet: str,
     answers: Mapping[int, Any],
@@ -126,13 +140,7 @@ def audit(
             continue
         agreed_balance[wallet] = value
         balances += value
-    mint_group = closest(MINT_NAME, names, GROUP)
-    mint_values = [
-        int(good[by_name[n]]["mint"]["unminted"])
-        for n in mint_group
-        if good[by_name[n]].get("mint")
-    ]
-    unminted = _agreed(mint_values, len(mint_group))
+    unminted = _mint_agreed([a["mint"] for a in good.values() if a.get("mint")])
     if unminted is None:
         disagree.append("mint")
     in_flight = sum(sum(a.get("outbox", {}).values()) for a in good.values())

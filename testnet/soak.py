@@ -54,6 +54,7 @@ from testnet.state import LedgerEntry, troon_home
 
 CHAOS_GROUP = "chaos"
 OP_TIMEOUT = 30.0
+MINT_WAIT_S = 90.0
 REPAIR_POLL = 1.0
 
 
@@ -424,9 +425,13 @@ class WorkloadRunner:
         client = await self.client()
         wallets = [Identity.from_seed(bytes([7, i]) * 16) for i in range(3)]
         for wallet in wallets:
-            with contextlib.suppress(ClientError, TimeoutError):
-                async with asyncio.timeout(OP_TIMEOUT):
-                    await client.create_wallet(wallet)
+            for _ in range(5):  # the allowance is what the transfers spend: make sure of it
+                with contextlib.suppress(ClientError, TimeoutError):
+                    async with asyncio.timeout(OP_TIMEOUT):
+                        await client.create_wallet(wallet)
+                        if (await client.wallet(wallet.public_key)).balance > 0:
+                            break
+                await self.failover(client)
         turn = 0
         while not self.stop.is_set():
             sender, recipient = wallets[turn % 3], wallets[(turn + 1) % 3]
@@ -525,6 +530,8 @@ async def asoak(
             await asyncio.wait_for(workload.stop.wait(), duration)
         workload.stop.set()
 
+    if spec.workload.transfers:
+        await _wait_for_mint(net, console)
     console.print(f"soak: {len(actions)} fault actions over {spec.minutes:g} min; {folder}")
     try:
         await asyncio.gather(workload.run(), faults(), clock())
@@ -561,6 +568,23 @@ async def asoak(
     )
     _write(folder, rec, fault_log, report, spec)
     return SoakResult(folder, report, rec.now(), sum(1 for f in fault_log if f.get("ok")))
+
+
+async def _wait_for_mint(net: Testnet, console: Console, limit: float = MINT_WAIT_S) -> None:
+    """Wait until the mint has formed (a majority of its members agree), so the workload's
+    wallets get their allowance before the faults start; say so if it never does."""
+    from testnet.farming import afarming
+
+    started = time.monotonic()
+    with console.status("waiting for the mint to form before the wallets are created"):
+        while time.monotonic() - started < limit:
+            if (await afarming(net, wait=0)).unminted is not None:
+                return
+            await asyncio.sleep(1.0)
+    console.print(
+        f"[yellow]the mint did not form within {limit:.0f} s: transfers will fail until it"
+        " does (check the nodes' logs for 'mint genesis')[/]"
+    )
 
 
 async def _wait_repaired(net: Testnet, limit: float) -> float | None:

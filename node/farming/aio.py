@@ -29,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
@@ -54,15 +56,21 @@ from .ledgerstore import LedgerStore, OutboxItem
 from .mintlog import (
     ALLOWANCE,
     BURN,
-    KINDS,
+    JOIN,
+    LEAVE,
+    MINT_GROUP,
     MINT_NAME,
+    MONEY_KINDS,
     REWARD,
     AllowanceRequest,
+    Ballot,
     Claim,
     MintOp,
     MintProof,
     MintReplica,
     MintVote,
+    Promise,
+    choose,
 )
 from .rewards import FarmingConfig, RewardError, store_cost
 
@@ -102,6 +110,16 @@ and a quote is taken before the payment's vote and commit, which take a few roun
 while other writes land (DECISION: the client pays the quote; no second quote)."""
 MAX_PUSHED = 4096
 MAX_MINT_LOG = 256
+MINT_ATTEMPTS = 8
+"""Ballots a proposer tries for one request before it gives up (a partition without a
+majority of members, or proposers racing)."""
+_MINT_INT = int.from_bytes(MINT_NAME, "big")
+_PROMISED = re.compile(r"promised round (\d+)")
+
+
+def _retryable(message: str) -> bool:
+    """A refusal another member (or a later try) may not give."""
+    return any(m in message for m in ("not_leader", "retry:", "promised round", "behind"))
 
 
 class NotHeld(LedgerError):
@@ -428,24 +446,60 @@ class LedgerPlane:
     async def _m_mint_get(self, sender: bytes, body: bytes) -> bytes:
         return self._mint_held().encode()
 
+    async def _m_mint_prepare(self, sender: bytes, body: bytes) -> bytes:
+        """Phase 1: ``[seq, round, proposer]`` -> ``["promise", promise]``, or
+        ``["committed", proof or b""]`` when that seq is already behind us."""
+        items = _unpack(body)
+        if not (isinstance(items, list) and len(items) == 3):
+            raise LedgerError("mint.prepare takes [seq, round, proposer]")
+        seq, rnd, proposer = items
+        mint = self._mint_held()
+        if type(seq) is not int or seq < 0:
+            raise LedgerError("mint.prepare: seq must be a non-negative integer")
+        if seq > mint.next_seq:
+            raise Behind(mint.next_seq)
+        if seq < mint.next_seq:
+            return _pack(["committed", self._mint_log.get(seq, b"")])
+        promise = mint.prepare(seq, (rnd, proposer))
+        self.ledger.save_mint(mint)
+        return _pack(["promise", promise.encode()])
+
     async def _m_mint_vote(self, sender: bytes, body: bytes) -> bytes:
-        op = MintOp.decode(body)
+        """Phase 2: ``[op, round, proposer, evidence vote or b""]`` -> our vote."""
+        items = _unpack(body)
+        if not (isinstance(items, list) and len(items) == 4):
+            raise LedgerError("mint.vote takes [op, round, proposer, evidence]")
+        raw_op, rnd, proposer, raw_evidence = items
+        if not isinstance(raw_op, bytes) or not isinstance(raw_evidence, bytes):
+            raise LedgerError("mint.vote: op and evidence must be bytes")
+        op = MintOp.decode(raw_op)
+        evidence = MintVote.decode(raw_evidence) if raw_evidence else None
         mint = self._mint_held()
         if op.seq > mint.next_seq:
             raise Behind(mint.next_seq)
-        candidates = await self._burn_candidates(op.kind, op.payload)
-        vote = mint.vote(op, self.identity, now_epoch=self.epoch_now(), candidates=candidates)
+        candidates = await self._op_candidates(op.kind, op.payload)
+        vote = mint.vote(
+            op,
+            (rnd, proposer),
+            self.identity,
+            now_epoch=self.epoch_now(),
+            candidates=candidates,
+            evidence=evidence,
+        )
         self.ledger.save_mint(mint)
-        self.ledger.save_pending_op(body)
         return vote.encode()
 
-    async def _burn_candidates(
+    async def _op_candidates(
         self, kind: str, payload: bytes
     ) -> Callable[[bytes], frozenset[bytes]]:
-        if kind != BURN:
-            return lambda _: frozenset()
-        sender = DebitProof.decode(payload).transfer.sender
-        near = await self._near_remote(xor_name(sender))
+        """Who may have signed a burn's debit (near the payer), or be a member (near the
+        mint), as this node sees it."""
+        if kind == BURN:
+            near = await self._near_remote(xor_name(DebitProof.decode(payload).transfer.sender))
+        elif kind == JOIN:
+            near = await self._near_remote(MINT_NAME)
+        else:
+            near = frozenset()
         return lambda _: near
 
     async def _m_mint_commit(self, sender: bytes, body: bytes) -> bytes:
@@ -455,7 +509,7 @@ class LedgerPlane:
             return b"dup"
         if proof.op.seq > mint.next_seq:
             raise Behind(mint.next_seq)
-        mint.apply(proof, await self._near_remote(MINT_NAME))
+        mint.apply(proof)
         self.ledger.save_mint(mint)
         self._remember_mint(proof.op.seq, body)
         if proof.op.credits:
@@ -469,7 +523,9 @@ class LedgerPlane:
             del self._mint_log[old]
 
     async def _m_mint_push(self, sender: bytes, body: bytes) -> bytes:
-        if not self._responsible(MINT_NAME) or not self._is_near(sender, None):
+        if not (self.ledger.mint is not None or self._responsible(MINT_NAME)):
+            return b""
+        if not self._is_near(sender, None):
             return b""
         MintReplica.decode(body, self.farm_config)  # validate before keeping it
         self._mint_pushed[sender] = body
@@ -488,10 +544,8 @@ class LedgerPlane:
             return
         if agreed.core_wallet != self.core_wallet:
             return
-        if ours is not None:
-            if agreed.next_seq <= ours.next_seq:
-                return
-            _keep_own_vote(ours.voted, agreed.voted, agreed.next_seq)
+        if ours is not None and agreed.next_seq <= ours.next_seq:
+            return
         self.ledger.save_mint(agreed)
         self._mint_pushed.clear()
         self.counters["mint_synced"] += 1
@@ -575,21 +629,16 @@ class LedgerPlane:
 
     async def _g_mint_request(self, body: bytes) -> bytes:
         items = _unpack(body)
-        if not (isinstance(items, list) and len(items) == 2 and items[0] in KINDS):
+        if not (isinstance(items, list) and len(items) == 2 and items[0] in MONEY_KINDS):
             raise LedgerError("a mint request is [kind, payload]")
         kind, payload = items
         if not isinstance(payload, bytes):
             raise LedgerError("mint request payload must be bytes")
-        assert self.contact is not None
-        group = self.table.close_group(
-            MINT_NAME, self.config.replication_factor, include_self=self.contact
-        )
-        if group[0].name != self.name:
-            raise LedgerError("not_leader: this node does not lead the mint; ask the nearest")
-        if self.ledger.mint is None:
-            await self._mint_takeover(group[1:])
-        if self.ledger.mint is None:
-            raise LedgerError("not_leader: the mint leader has not taken over the mint yet")
+        if self.ledger.mint is None and self._responsible(MINT_NAME):
+            await self._mint_takeover(await self._mint_neighbours())
+        mint = self.ledger.mint
+        if mint is None or self.identity.public_key not in mint.members:
+            raise LedgerError("not_leader: this node is not a member of the mint; ask another")
         async with self._mint_lock:
             return await self._mint_round(kind, payload)
 
@@ -608,79 +657,132 @@ class LedgerPlane:
     def store_cost(self, size: int) -> int:
         return store_cost(*self.store_load(), size, self.farm_config)
 
-    # -- the mint, leader side ---------------------------------------------------------
+    # -- the mint, proposer side -------------------------------------------------------
 
     async def _mint_request(self, kind: str, payload: bytes) -> bytes:
-        """Ask the mint leader (nearest MINT_NAME) to run one op; its proof."""
+        """Have a member of the mint run one op; its proof.  Members are among the nodes
+        nearest MINT_NAME; the nearest that is a member answers (any member can)."""
         body = _pack([kind, payload])
         last: Exception | None = None
-        for attempt_no in range(6):  # the leader may still be taking the mint over
+        for attempt_no in range(6):  # a member may still be catching up, or ballots racing
             group = await self.close_group(MINT_NAME)
-            try:
-                return await self._call(group[0], "mint.request", body, replica=False)
-            except RpcError as exc:
-                if exc.code == "refused" and "not_leader" not in exc.message:
-                    raise LedgerError(exc.message) from exc
-                last = exc
-            except LedgerError as exc:
-                if "not_leader" not in str(exc):
-                    raise
-                last = exc
+            for contact in group:
+                try:
+                    return await self._call(contact, "mint.request", body, replica=False)
+                except RpcError as exc:
+                    if exc.code == "refused" and not _retryable(exc.message):
+                        raise LedgerError(exc.message) from exc
+                    last = exc
+                except LedgerError as exc:
+                    if not _retryable(str(exc)):
+                        raise
+                    last = exc
             await asyncio.sleep(0.5 * (attempt_no + 1))
         raise LedgerError(f"the mint did not answer: {last}")
 
+    def _member_contacts(self, mint: MintReplica, extra: list[Contact]) -> list[Contact]:
+        """Contacts for the members we can address (from the table or ``extra``)."""
+        assert self.contact is not None
+        known = {c.public_key: c for c in extra}
+        out: list[Contact] = []
+        for key in mint.members:
+            contact = (
+                self.contact
+                if key == self.identity.public_key
+                else known.get(key) or self.table.get(xor_name(key))
+            )
+            if contact is not None:
+                out.append(contact)
+        return out
+
     async def _mint_round(self, kind: str, payload: bytes) -> bytes:
-        mint = self._mint_held()
-        unfinished = await self._unfinished_op(mint)
-        if unfinished is not None:
-            await self._commit_round(unfinished)
-        candidates = await self._burn_candidates(kind, payload)
-        try:
-            op = mint.propose(kind, payload, now_epoch=self.epoch_now(), candidates=candidates)
-        except RewardError as exc:
-            raise LedgerError(str(exc)) from exc
-        return await self._commit_round(op)
+        """Run ``kind``/``payload`` through the mint: a ballot of ours, the promises of a
+        majority, then the op they force (finishing it first if it is another's) or ours."""
+        seen = 0
+        for attempt_no in range(MINT_ATTEMPTS):
+            mint = self._mint_held()
+            if self.identity.public_key not in mint.members:
+                raise LedgerError("not_leader: this node is not a member of the mint")
+            candidates = await self._op_candidates(kind, payload)
+            try:
+                own = mint.propose(kind, payload, now_epoch=self.epoch_now(), candidates=candidates)
+            except RewardError as exc:
+                raise LedgerError(str(exc)) from exc
+            ballot = mint.ballot_after(self.identity.public_key, seen)
+            contacts = self._member_contacts(mint, await self.close_group(MINT_NAME))
+            promises, seen, moved = await self._prepare(mint, ballot, contacts)
+            if moved:  # a member was ahead: we applied what it had; propose again
+                continue
+            majority = len(mint.members) // 2 + 1
+            if len(promises) >= majority:
+                op, evidence = choose(promises, own)
+                assert op is not None
+                proof = await self._accept(mint, op, ballot, evidence, contacts)
+                if proof is not None:
+                    if op.id == own.id:
+                        return proof
+                    self.counters["mint_recovered"] += 1
+                    continue  # we finished another proposer's op; now ours
+            self.counters["mint_retries"] += 1
+            await asyncio.sleep(random.uniform(0.05, 0.3) * (attempt_no + 1))
+        raise LedgerError(
+            f"retry: the mint could not reach a majority of its {len(self._mint_held().members)}"
+            " members (partitioned or racing proposers); try again"
+        )
 
-    async def _unfinished_op(self, mint: MintReplica) -> MintOp | None:
-        """An op some member already voted for at our next seq: a leader that stopped
-        mid-round left it, and proposing another op there could split the vote."""
-        pending = mint.voted.get(mint.next_seq)
-        if pending is not None:
-            op = self.ledger.pending_op()
-            if op is None or op.id != pending or op.seq != mint.next_seq:
-                raise LedgerError("the mint is stalled at a split vote; see docs/FARMING.md")
-            return op
-        others = [c for c in await self.close_group(MINT_NAME) if c.name != self.name]
-        for answer in await self._gather(others, "mint.pending", b""):
-            if isinstance(answer, bytes) and answer:
-                with contextlib.suppress(RewardError):
-                    op = MintOp.decode(answer)
-                    if op.seq == mint.next_seq:
-                        return op
-        return None
+    async def _prepare(
+        self, mint: MintReplica, ballot: Ballot, contacts: list[Contact]
+    ) -> tuple[list[Promise], int, bool]:
+        """Phase 1 with every member we can reach: (promises, highest round seen, whether
+        we caught up from a member that was ahead)."""
+        seq = mint.next_seq
+        body = _pack([seq, ballot[0], ballot[1]])
+        answers = await self._gather(contacts, "mint.prepare", body)
+        promises: list[Promise] = []
+        seen = ballot[0]
+        moved = False
+        for contact, first in zip(contacts, answers, strict=True):
+            answer = first
+            if isinstance(first, RpcError) and first.code == "behind":
+                await self._catch_up([contact], [first], [contact])
+                with contextlib.suppress(RpcError, LedgerError):
+                    answer = await self._call(contact, "mint.prepare", body)
+            if isinstance(answer, Exception):
+                found = _PROMISED.search(str(answer))
+                if found:
+                    seen = max(seen, int(found.group(1)))
+                continue
+            try:
+                status, data = _unpack(answer)
+                if status == "committed":
+                    if data and self._mint_held().next_seq == seq:
+                        await self._call(self.contact_or_fail(), "mint.commit", data)
+                    moved = moved or self._mint_held().next_seq > seq
+                    continue
+                promise = Promise.decode(data)
+            except (ValueError, TypeError, LedgerError) as exc:
+                log.debug("bad mint.prepare answer from %s: %s", contact.name.hex()[:8], exc)
+                continue
+            if promise.seq == seq and contact.public_key in mint.members:
+                promises.append(promise)
+        return promises, seen, moved
 
-    async def _m_mint_pending(self, sender: bytes, body: bytes) -> bytes:
-        mint = self._mint_held()
-        op = self.ledger.pending_op()
-        if op is None or mint.voted.get(mint.next_seq) != op.id or op.seq != mint.next_seq:
-            return b""
-        return op.encode()
+    def contact_or_fail(self) -> Contact:
+        assert self.contact is not None
+        return self.contact
 
-    async def _commit_round(self, op: MintOp) -> bytes:
-        group = await self.close_group(MINT_NAME)
-        keys = {c.public_key for c in group}
-        encoded = op.encode()
-        answers = await self._gather(group, "mint.vote", encoded)
-        behind = [
-            c
-            for c, a in zip(group, answers, strict=True)
-            if isinstance(a, RpcError) and a.code == "behind"
-        ]
-        if behind:
-            await self._catch_up(behind, answers, group)
-            again = await self._gather(behind, "mint.vote", encoded)
-            answers = [a for a in answers if not (isinstance(a, RpcError) and a.code == "behind")]
-            answers += again
+    async def _accept(
+        self,
+        mint: MintReplica,
+        op: MintOp,
+        ballot: Ballot,
+        evidence: MintVote | None,
+        contacts: list[Contact],
+    ) -> bytes | None:
+        """Phase 2: the proof if a quorum accepted ``op`` in ``ballot`` (then committed to
+        every member and the nodes near the mint), else None."""
+        body = _pack([op.encode(), ballot[0], ballot[1], evidence.encode() if evidence else b""])
+        answers = await self._gather(contacts, "mint.vote", body)
         votes: dict[bytes, MintVote] = {}
         reasons: list[str] = []
         for answer in answers:
@@ -693,13 +795,15 @@ class LedgerPlane:
             except RewardError as exc:
                 reasons.append(str(exc))
                 continue
-            if vote.voter in keys and vote.op_id == op.id:
+            if vote.voter in mint.members and vote.op_id == op.id and vote.ballot == ballot:
                 votes[vote.voter] = vote
-        if len(votes) < self.farm_config.quorum:
-            why = "; ".join(sorted(set(reasons))) or "no votes"
-            raise LedgerError(f"the mint group approved only {len(votes)}: {why}")
-        proof = MintProof(op, tuple(votes.values())).encode()
-        await self._gather(group, "mint.commit", proof)
+        if len(votes) < mint.quorum(op.kind):
+            log.debug("mint seq %d: %d votes; %s", op.seq, len(votes), "; ".join(reasons))
+            return None
+        proof = MintProof(op, ballot, tuple(votes.values())).encode()
+        near = await self.close_group(MINT_NAME)
+        targets = {c.name: c for c in [*contacts, *near]}
+        await self._gather(list(targets.values()), "mint.commit", proof)
         return proof
 
     async def _catch_up(
@@ -715,6 +819,50 @@ class LedgerPlane:
             for seq in sorted(s for s in self._mint_log if s >= start):
                 with contextlib.suppress(RpcError, LedgerError):
                     await self._call(contact, "mint.commit", self._mint_log[seq])
+
+    async def _mint_reconfigure(self) -> None:
+        """Keep the members the nodes nearest MINT_NAME, one change at a time: a nearer node
+        that holds a current replica joins while there is room; when the mint is full, a
+        member no longer among the nearest leaves to make room for it."""
+        mint = self.ledger.mint
+        me = self.identity.public_key
+        if mint is None or me not in mint.members or self._mint_lock.locked():
+            return
+        assert self.contact is not None
+        target = self.table.close_group(MINT_NAME, MINT_GROUP, include_self=self.contact)
+        keys = [c.public_key for c in target]
+        # only the member nearest the mint among those we see proposes changes
+        proposer = next((k for k in keys if k in mint.members), None)
+        if proposer != me:
+            return
+        newcomers = [c for c in target if c.public_key not in mint.members]
+        ready: Contact | None = None
+        for contact in newcomers:
+            with contextlib.suppress(RpcError, LedgerError):
+                state = MintReplica.decode(
+                    await self._call(contact, "mint.get", b""), self.farm_config
+                )
+                if state.next_seq >= mint.next_seq:
+                    ready = contact
+                    break
+        if ready is None:
+            return
+        stale = [k for k in mint.members if k not in keys]
+        change: tuple[str, bytes] | None = None
+        if len(mint.members) < MINT_GROUP:
+            change = (JOIN, ready.public_key)
+        elif stale:
+            far = max(stale, key=lambda k: int.from_bytes(xor_name(k), "big") ^ _MINT_INT)
+            change = (LEAVE, far)
+        if change is None:
+            return
+        async with self._mint_lock:
+            try:
+                await self._mint_round(*change)
+                self.counters[f"mint_{change[0]}s"] += 1
+                log.info("mint membership: %s %s", change[0], change[1].hex()[:12])
+            except LedgerError as exc:
+                log.debug("mint membership change %s failed: %s", change[0], exc)
 
     # ------------------------------------------------------------------ outbox
 
@@ -789,33 +937,57 @@ class LedgerPlane:
                 if contact.name != self.name:
                     with contextlib.suppress(RpcError, LedgerError):
                         await self._call(contact, "wallet.push", state)
-        group = self.table.close_group(MINT_NAME, factor, include_self=self.contact)
-        if all(c.name != self.name for c in group):
+        others = await self._mint_neighbours()
+        mint = self.ledger.mint
+        if mint is None:
+            if self._responsible(MINT_NAME):
+                await self._mint_takeover(others)
             return
-        if self.ledger.mint is not None:
-            state = self.ledger.mint.encode()
-            for contact in group:
-                if contact.name != self.name:
-                    with contextlib.suppress(RpcError, LedgerError):
-                        await self._call(contact, "mint.push", state)
-            return
-        await self._mint_takeover([c for c in group if c.name != self.name])
+        targets = {c.name: c for c in [*others, *self._member_contacts(mint, others)]}
+        targets.pop(self.name, None)
+        state = mint.public().encode()
+        for contact in targets.values():
+            with contextlib.suppress(RpcError, LedgerError):
+                await self._call(contact, "mint.push", state)
+        await self._mint_reconfigure()
+
+    async def _mint_neighbours(self) -> list[Contact]:
+        """The other nodes of the mint's neighbourhood (the MINT_GROUP nearest MINT_NAME)."""
+        assert self.contact is not None
+        group = self.table.close_group(MINT_NAME, MINT_GROUP, include_self=self.contact)
+        return [c for c in group if c.name != self.name]
 
     async def _mint_takeover(self, others: list[Contact]) -> None:
-        """We are in the mint group without a replica: adopt the agreed state, or start the
-        mint (genesis) if every other member answers that it has none."""
+        """We are near the mint without a replica: adopt the agreed state, or start the
+        mint (genesis) if we are the nearest node and every other answers that it has none.
+        Genesis members are the nodes that answered (the mint's neighbourhood)."""
         answers = await self._gather(others, "mint.get", b"")
         states = [a for a in answers if isinstance(a, bytes)]
-        missing = [a for a in answers if isinstance(a, RpcError) and a.code == "not_found"]
+        missing = [
+            c
+            for c, a in zip(others, answers, strict=True)
+            if isinstance(a, RpcError) and a.code == "not_found"
+        ]
         if states:
             for i, state in enumerate(states):
                 self._mint_pushed[bytes([i])] = state
             self._consider_mint()
             return
-        if len(missing) == len(others) and (others or self.config.first):
-            self.ledger.save_mint(MintReplica(self.core_wallet, self.farm_config))
+        nearest = min(
+            [self.name, *(c.name for c in others)],
+            key=lambda n: int.from_bytes(n, "big") ^ _MINT_INT,
+        )
+        if len(missing) == len(others) and (others or self.config.first) and nearest == self.name:
+            members = (self.identity.public_key, *(c.public_key for c in missing))
+            self.ledger.save_mint(
+                MintReplica(self.core_wallet, self.farm_config, members=members[:MINT_GROUP])
+            )
             self.counters["mint_genesis"] += 1
-            log.info("mint genesis: %d coins unminted", self.farm_config.total_supply)
+            log.info(
+                "mint genesis: %d coins unminted, %d members",
+                self.farm_config.total_supply,
+                len(members),
+            )
 
     async def _ledger_loop(self, stop: asyncio.Event) -> None:
         next_sync = 0.0
@@ -885,7 +1057,12 @@ class LedgerPlane:
             },
             "mint": None
             if mint is None
-            else {"unminted": mint.unminted, "next_seq": mint.next_seq},
+            else {
+                "unminted": mint.unminted,
+                "next_seq": mint.next_seq,
+                "members": len(mint.members),
+                "member": self.identity.public_key in mint.members,
+            },
             "outbox": pending,
             "reward_wallet": self.reward_wallet.hex(),
             "core_wallet": self.core_wallet.hex(),
@@ -903,7 +1080,7 @@ _MEMBER_OPS: dict[str, _MemberOp] = {
     "wallet.mint": LedgerPlane._m_wallet_mint,
     "wallet.push": LedgerPlane._m_wallet_push,
     "mint.get": LedgerPlane._m_mint_get,
-    "mint.pending": LedgerPlane._m_mint_pending,
+    "mint.prepare": LedgerPlane._m_mint_prepare,
     "mint.vote": LedgerPlane._m_mint_vote,
     "mint.commit": LedgerPlane._m_mint_commit,
     "mint.push": LedgerPlane._m_mint_push,

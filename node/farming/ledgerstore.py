@@ -21,7 +21,7 @@ from node.atomicfile import write_atomic
 from node.identity import PUBLIC_KEY_SIZE
 
 from .ledger import LedgerError, WalletReplica
-from .mintlog import MintOp, MintReplica
+from .mintlog import MintReplica
 from .rewards import FarmingConfig, RewardError
 
 log = logging.getLogger("troon.ledger")
@@ -94,16 +94,6 @@ class LedgerStore:
     def save_mint(self, replica: MintReplica) -> None:
         self.mint = replica
         write_atomic(self.root / "mint.bin", replica.encode())
-
-    def save_pending_op(self, op: bytes) -> None:
-        """The mint op this node last voted for (a new leader may have to finish it)."""
-        write_atomic(self.root / "mint-pending.bin", op)
-
-    def pending_op(self) -> MintOp | None:
-        try:
-            return MintOp.decode((self.root / "mint-pending.bin").read_bytes())
-        except (OSError, RewardError):
-            return None
 
     def add_outbox(self, item: OutboxItem) -> bool:
         """Keep ``item`` until :meth:`done`; False if it was already there."""

@@ -1,29 +1,39 @@
-"""The mint as a replicated log: the unminted supply, held by a close group (sans-IO).
+"""The mint as a replicated log: the unminted supply, held by an agreed group (sans-IO).
 
-The supply that is not yet minted lives with the close group of :data:`MINT_NAME` (four
-nodes), like a wallet.  Every change to it is a :class:`MintOp` with a sequence number:
-a farming ``reward`` (a won GET lottery), a new wallet's free ``allowance``, or a ``burn``
-(a store payment returned to the supply).  An op carries its outcome (the credits it
-mints and the coins it returns), so a wallet group can credit on it without knowing the
-mint's state.
+The supply that is not yet minted lives with the mint's members: up to :data:`MINT_GROUP`
+nodes near :data:`MINT_NAME`.  Every change to it is a :class:`MintOp` with a sequence
+number: a farming ``reward`` (a won GET lottery), a new wallet's free ``allowance``, a
+``burn`` (a store payment returned to the supply), or a membership change (``join`` /
+``leave``, one node at a time).  An op carries its outcome (the credits it mints and the
+coins it returns), so a wallet group can credit on it without knowing the mint's state.
 
-Protocol (the debit vote of :mod:`node.farming.ledger`, with a sequencer in place of the
-wallet owner):
+Each seq is one single-decree Paxos instance among the members of the committed prefix:
 
-1. the mint leader (the member nearest :data:`MINT_NAME`) turns a request into an op at
-   its next seq (:meth:`MintReplica.propose`);
-2. each member recomputes the op's outcome from its own state and signs a
-   :class:`MintVote`, at most ONE op per seq (:meth:`MintReplica.vote`);
-3. ``quorum`` (3) votes make a :class:`MintProof`; every member applies it in seq order
-   (:meth:`MintReplica.apply`) and wallet groups credit on it.
+1. a proposer (any member; normally the one nearest :data:`MINT_NAME`) picks a ballot
+   ``(round, its key)`` and asks the members to :meth:`MintReplica.prepare`: each promises
+   to accept nothing below it and reports the op it accepted at that seq, if any;
+2. with a majority of promises the proposer must re-propose the op accepted in the
+   highest ballot (:func:`choose`), or else its own (:meth:`MintReplica.propose`);
+3. each member recomputes the op's outcome from its own state and signs a
+   :class:`MintVote` for (op, ballot) unless it promised a higher ballot
+   (:meth:`MintReplica.vote`);
+4. :func:`quorum_for` votes of one ballot make a :class:`MintProof`; members apply it in seq
+   order (:meth:`MintReplica.apply`) and wallet groups credit on it.
+
+Why this and not a fixed leader: with members taken from each node's own view of the
+network, the two sides of a partition could each commit a different op at one seq, and
+two would-be leaders could split one seq's votes and stall it for good.  Here the voters
+are the committed membership (so only a side holding a majority can commit), and a split
+or abandoned seq is finished by the next ballot.
 
 Invariants: ``unminted + sum(minted credits) - sum(burns) == total_supply`` for the
 sequence of applied ops; an op is only valid if it mints no more than ``unminted``, so
 nothing is ever created beyond the supply; two ops can never both be committed at one seq
-(``2 * quorum > group size``).  Every rejected input raises :class:`RewardError` and
-changes nothing.  Trust in a claim's ``used``/``capacity`` (the farming rate) is the
-farmer's word: DECISION, documented in docs/FARMING.md; the lottery itself and the one
-reward per (chunk, farmer, epoch) rule are checked by every member.
+(any two majorities of the members share one, and a membership change adds or removes one
+node).  Every rejected input raises :class:`RewardError` and changes nothing.  Trust in a
+claim's ``used``/``capacity`` (the farming rate) is the farmer's word: DECISION,
+documented in docs/FARMING.md; the lottery itself and the one reward per (chunk, farmer,
+epoch) rule are checked by every member.
 """
 
 from __future__ import annotations
@@ -61,7 +71,16 @@ from .rewards import (
 MINT_NAME = blake3.blake3(b"troon/mint/v1").digest()
 """The XOR address whose close group holds the mint."""
 REWARD, ALLOWANCE, BURN = "reward", "allowance", "burn"
-KINDS = (REWARD, ALLOWANCE, BURN)
+JOIN, LEAVE = "join", "leave"
+MONEY_KINDS = (REWARD, ALLOWANCE, BURN)
+CONFIG_KINDS = (JOIN, LEAVE)
+KINDS = (*MONEY_KINDS, *CONFIG_KINDS)
+MINT_GROUP = 5
+"""Members the mint aims for (the nodes nearest :data:`MINT_NAME`): with a majority of 3,
+it keeps going with any 2 of them down."""
+Ballot = tuple[int, bytes]
+"""``(round, proposer's public key)``: ballots are ordered and no two proposers share one."""
+NO_BALLOT: Ballot = (0, b"")
 MAX_CREDITS_PER_OP = 3
 MAX_ENCODED_OP = MAX_ENCODED_PROOF + 1024
 MAX_ENCODED_MINT_PROOF = MAX_ENCODED_OP + MAX_VOTES * 160
@@ -100,6 +119,19 @@ def _items(value: Any, size: int | None, what: str) -> list[Any]:
     if not isinstance(value, list) or (size is not None and len(value) != size):
         raise RewardError(f"{what}: expected an array" + (f" of {size}" if size else ""))
     return value
+
+
+def _check_ballot(ballot: Any) -> None:
+    if not isinstance(ballot, tuple) or len(ballot) != 2:
+        raise RewardError("a ballot is (round, proposer)")
+    _int("ballot round", ballot[0], 0, 2**63 - 1)
+    _bytes(
+        "ballot proposer", ballot[1], (0, PUBLIC_KEY_SIZE) if ballot[0] == 0 else (PUBLIC_KEY_SIZE,)
+    )
+
+
+def ballot_bytes(ballot: Ballot) -> bytes:
+    return ballot[0].to_bytes(8, "big") + ballot[1]
 
 
 def _pack(value: Any) -> bytes:
@@ -259,80 +291,167 @@ class MintOp:
 
 @dataclass(frozen=True)
 class MintVote:
-    """One mint member's signature approving ``op_id`` (which includes its seq)."""
+    """One mint member's signature accepting ``op_id`` (which includes its seq) in ``ballot``.
+
+    A ballot is ``(round, proposer key)``; a proof counts only votes of one ballot."""
 
     op_id: bytes
+    ballot: Ballot
     voter: bytes
     signature: bytes
 
     def __post_init__(self) -> None:
         _bytes("op_id", self.op_id, (ID_SIZE,))
+        _check_ballot(self.ballot)
         _bytes("voter", self.voter, (PUBLIC_KEY_SIZE,))
         _bytes("vote signature", self.signature, (SIGNATURE_SIZE,))
 
+    @property
+    def subject(self) -> bytes:
+        return self.op_id + ballot_bytes(self.ballot)
+
     @classmethod
-    def sign(cls, op: MintOp, me: Identity) -> MintVote:
-        return cls(op.id, me.public_key, me.sign(_VOTE_TAG + op.id))
+    def sign(cls, op: MintOp, ballot: Ballot, me: Identity) -> MintVote:
+        return cls(op.id, ballot, me.public_key, me.sign(_VOTE_TAG + op.id + ballot_bytes(ballot)))
 
     def verify(self) -> None:
         try:
-            verify(self.voter, _VOTE_TAG + self.op_id, self.signature)
+            verify(self.voter, _VOTE_TAG + self.subject, self.signature)
         except IdentityError as exc:
             raise RewardError("mint vote signature does not verify") from exc
 
+    def _fields(self) -> list[Any]:
+        return [self.op_id, self.ballot[0], self.ballot[1], self.voter, self.signature]
+
     def encode(self) -> bytes:
-        return _pack([self.op_id, self.voter, self.signature])
+        return _pack(self._fields())
+
+    @classmethod
+    def _from(cls, raw: Any) -> MintVote:
+        op_id, rnd, proposer, voter, signature = _items(raw, 5, "mint vote")
+        return cls(op_id, (rnd, proposer), voter, signature)
 
     @classmethod
     def decode(cls, data: bytes) -> MintVote:
-        return cls(*_items(_unpack(data, 256, "mint vote"), 3, "mint vote"))
+        return cls._from(_unpack(data, 256, "mint vote"))
 
 
 @dataclass(frozen=True)
 class MintProof:
-    """A mint op with ``quorum`` votes from distinct nodes near :data:`MINT_NAME`."""
+    """A mint op with a quorum of votes, all in one ballot, from members of the mint."""
 
     op: MintOp
+    ballot: Ballot
     votes: tuple[MintVote, ...]
 
     def __post_init__(self) -> None:
+        _check_ballot(self.ballot)
         if not isinstance(self.votes, tuple) or len(self.votes) > MAX_VOTES:
             raise RewardError(f"proof votes must be a tuple of at most {MAX_VOTES}")
 
     def verify(self, candidates: Collection[bytes], quorum: int) -> None:
-        """Raise unless ``quorum`` distinct ``candidates`` validly voted for the op."""
-        checked = [(v.op_id, v.voter, v.verify) for v in self.votes]
+        """Raise unless ``quorum`` distinct ``candidates`` validly voted for the op in the
+        proof's ballot."""
+        checked = [(v.subject, v.voter, v.verify) for v in self.votes]
         count_votes(
             checked,
-            self.op.id,
+            self.op.id + ballot_bytes(self.ballot),
             candidates,
             quorum=quorum,
             what="the mint proof",
-            other="another op",
+            other="another op or ballot",
             error=RewardError,
         )
 
     def encode(self) -> bytes:
-        votes = [[v.op_id, v.voter, v.signature] for v in self.votes]
-        return _pack([_FORMAT, [_FORMAT, *self.op._fields()], votes])
+        votes = [v._fields() for v in self.votes]
+        ballot = [self.ballot[0], self.ballot[1]]
+        return _pack([_FORMAT, [_FORMAT, *self.op._fields()], ballot, votes])
 
     @classmethod
     def decode(cls, data: bytes) -> MintProof:
-        items = _items(_unpack(data, MAX_ENCODED_MINT_PROOF, "mint proof"), 3, "mint proof")
+        items = _items(_unpack(data, MAX_ENCODED_MINT_PROOF, "mint proof"), 4, "mint proof")
         if items[0] != _FORMAT:
             raise RewardError(f"mint proof: unsupported format {items[0]!r}")
-        votes = _items(items[2], None, "mint proof votes")
+        ballot = tuple(_items(items[2], 2, "mint proof ballot"))
+        votes = _items(items[3], None, "mint proof votes")
         if len(votes) > MAX_VOTES:
             raise RewardError(f"mint proof: at most {MAX_VOTES} votes")
-        parsed = tuple(MintVote(*_items(v, 3, "mint vote")) for v in votes)
-        return cls(MintOp._from(items[1]), parsed)
+        parsed = tuple(MintVote._from(v) for v in votes)
+        return cls(MintOp._from(items[1]), (ballot[0], ballot[1]), parsed)
+
+
+@dataclass(frozen=True)
+class Promise:
+    """A member's answer to ``prepare``: the op it accepted at its next seq (if any), with
+    its own vote for it as evidence."""
+
+    seq: int
+    accepted: MintOp | None = None
+    vote: MintVote | None = None
+
+    def __post_init__(self) -> None:
+        _int("seq", self.seq, 0, 2**63 - 1)
+        if (self.accepted is None) != (self.vote is None):
+            raise RewardError("a promise carries an accepted op and its vote, or neither")
+        if (
+            self.accepted is not None
+            and self.vote is not None
+            and (self.vote.op_id != self.accepted.id or self.accepted.seq != self.seq)
+        ):
+            raise RewardError("a promise's vote is not for its accepted op")
+
+    def encode(self) -> bytes:
+        op = self.accepted.encode() if self.accepted is not None else b""
+        vote = self.vote.encode() if self.vote is not None else b""
+        return _pack([_FORMAT, self.seq, op, vote])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Promise:
+        items = _items(_unpack(data, MAX_ENCODED_OP + 512, "promise"), 4, "promise")
+        if items[0] != _FORMAT:
+            raise RewardError(f"promise: unsupported format {items[0]!r}")
+        for raw in items[2:]:
+            if not isinstance(raw, bytes):
+                raise RewardError("promise: op and vote must be bytes")
+        op = MintOp.decode(items[2]) if items[2] else None
+        vote = MintVote.decode(items[3]) if items[3] else None
+        return cls(items[1], op, vote)
+
+
+def choose(
+    promises: Sequence[Promise], own: MintOp | None
+) -> tuple[MintOp | None, MintVote | None]:
+    """Paxos' rule for a new ballot: the op accepted in the highest ballot among a quorum's
+    promises must be proposed again (it may have been chosen); with none, ``own``.  Returns
+    the op and, for a recovered op, a member's vote for it (evidence it was checked)."""
+    best: tuple[Ballot, MintOp, MintVote] | None = None
+    for p in promises:
+        if (
+            p.accepted is not None
+            and p.vote is not None
+            and (best is None or p.vote.ballot > best[0])
+        ):
+            best = (p.vote.ballot, p.accepted, p.vote)
+    if best is None:
+        return own, None
+    return best[1], best[2]
+
+
+def quorum_for(kind: str, members: Collection[bytes], config: FarmingConfig) -> int:
+    """Votes that commit ``kind`` with ``members``: a majority, and for ops that move
+    coins at least ``config.quorum`` (what wallet groups require of a mint proof)."""
+    majority = len(members) // 2 + 1
+    return majority if kind in CONFIG_KINDS else max(majority, config.quorum)
 
 
 @dataclass
 class MintReplica:
-    """What ONE member of the mint's close group keeps: the supply and the op sequence.
+    """What ONE member of the mint group keeps: the supply, the op sequence, the members.
 
-    ``rewarded`` maps epoch -> (chunk + farmer) pairs paid in it (the newest
+    ``members`` are the public keys that vote at ``next_seq`` (changed only by committed
+    ``join``/``leave`` ops); ``promised`` and ``accepted`` are this member's Paxos state for
+    ``next_seq``.  ``rewarded`` maps epoch -> (chunk + farmer) pairs paid in it (the newest
     ``epoch_window`` epochs); ``granted`` and ``burned`` make allowances and burns one-off.
     """
 
@@ -340,7 +459,10 @@ class MintReplica:
     config: FarmingConfig = field(default_factory=FarmingConfig)
     unminted: int = -1
     next_seq: int = 0
-    voted: dict[int, bytes] = field(default_factory=dict)
+    members: tuple[bytes, ...] = ()
+    promised: Ballot = NO_BALLOT
+    accepted: MintOp | None = None
+    accepted_vote: MintVote | None = None
     rewarded: dict[int, set[bytes]] = field(default_factory=dict)
     granted: set[bytes] = field(default_factory=set)
     burned: set[bytes] = field(default_factory=set)
@@ -351,6 +473,14 @@ class MintReplica:
             self.unminted = self.config.total_supply
         _int("unminted", self.unminted, 0, self.config.total_supply)
         _int("next_seq", self.next_seq, 0, 2**63 - 1)
+        if not isinstance(self.members, tuple) or len(self.members) > MINT_GROUP:
+            raise RewardError(f"members must be a tuple of at most {MINT_GROUP} keys")
+        for key in self.members:
+            _bytes("member", key, (PUBLIC_KEY_SIZE,))
+        if len(set(self.members)) != len(self.members):
+            raise RewardError("members must be distinct")
+        self.members = tuple(sorted(self.members))
+        _check_ballot(self.promised)
 
     # -- outcomes (pure) -------------------------------------------------------------------
 
@@ -361,28 +491,56 @@ class MintReplica:
         *,
         now_epoch: int | None,
         candidates: Candidates | None,
+        strict: bool = True,
     ) -> tuple[tuple[MintCredit, ...], int]:
         """``(credits, returned)`` that ``kind``/``payload`` would have at the current
         state; raise :class:`RewardError` if the request is not valid now.  ``now_epoch``
-        and ``candidates`` check freshness and a burn's voters; committed ops (already
-        checked by a quorum) are re-derived with both None."""
+        checks a claim's freshness (only that it is not from the future unless ``strict``);
+        ``candidates`` checks a burn's voters and a joining member's place; committed ops
+        (already checked by a quorum) are re-derived with both None."""
+        if kind in MONEY_KINDS and len(self.members) < self.config.quorum:
+            raise RewardError(
+                f"the mint has {len(self.members)} members; it needs {self.config.quorum}"
+                " before it can move coins"
+            )
         try:
             if kind == REWARD:
-                return self._reward(Claim.decode(payload), now_epoch), 0
+                return self._reward(Claim.decode(payload), now_epoch, strict), 0
             if kind == ALLOWANCE:
                 return self._allowance(AllowanceRequest.decode(payload)), 0
             if kind == BURN:
                 return (), self._burn(DebitProof.decode(payload), candidates)
+            if kind in CONFIG_KINDS:
+                self._membership(kind, payload, candidates)
+                return (), 0
         except RewardError:
             raise
         except LedgerError as exc:
             raise RewardError(str(exc)) from exc
         raise RewardError(f"unknown mint op kind {kind!r}")
 
-    def _reward(self, claim: Claim, now_epoch: int | None) -> tuple[MintCredit, ...]:
+    def _membership(self, kind: str, key: bytes, candidates: Candidates | None) -> None:
+        _bytes("member key", key, (PUBLIC_KEY_SIZE,))
+        if kind == JOIN:
+            if key in self.members:
+                raise RewardError("that node is already a member of the mint")
+            if len(self.members) >= MINT_GROUP:
+                raise RewardError(f"the mint already has {MINT_GROUP} members")
+            if candidates is not None and key not in candidates(MINT_NAME):
+                raise RewardError("that node is not near the mint")
+        else:
+            if key not in self.members:
+                raise RewardError("that node is not a member of the mint")
+            if len(self.members) <= 1:
+                raise RewardError("the mint's last member cannot leave")
+
+    def _reward(self, claim: Claim, now_epoch: int | None, strict: bool) -> tuple[MintCredit, ...]:
         window = self.config.epoch_window
-        if now_epoch is not None and not now_epoch - window < claim.epoch <= now_epoch + 1:
-            raise RewardError(f"claim epoch {claim.epoch} is not current (now {now_epoch})")
+        if now_epoch is not None:
+            if claim.epoch > now_epoch + 1:
+                raise RewardError(f"claim epoch {claim.epoch} is in the future (now {now_epoch})")
+            if strict and claim.epoch <= now_epoch - window:
+                raise RewardError(f"claim epoch {claim.epoch} is not current (now {now_epoch})")
         newest = max(self.rewarded, default=claim.epoch)
         if claim.epoch <= newest - window:
             raise RewardError(f"claim epoch {claim.epoch} is too old (newest {newest})")
@@ -429,37 +587,92 @@ class MintReplica:
             raise RewardError("burn would push unminted past the total supply")
         return transfer.amount
 
-    # -- the protocol ----------------------------------------------------------------------
+    # -- the protocol: one Paxos instance per seq -------------------------------------------
 
     def propose(
         self, kind: str, payload: bytes, *, now_epoch: int, candidates: Candidates
     ) -> MintOp:
-        """The op the leader proposes for ``kind``/``payload`` at its next seq."""
-        pending = self.voted.get(self.next_seq)
-        if pending is not None:
-            raise RewardError(f"seq {self.next_seq} has a vote pending; commit or sync first")
+        """The op a proposer would put at its next seq for ``kind``/``payload``."""
         credits, returned = self.outcome(kind, payload, now_epoch=now_epoch, candidates=candidates)
         return MintOp(self.next_seq, kind, payload, credits, returned)
 
-    def vote(self, op: MintOp, me: Identity, *, now_epoch: int, candidates: Candidates) -> MintVote:
-        """Sign ``op`` as member ``me`` if it is valid at our next seq (idempotent)."""
-        if op.seq < self.next_seq:
-            raise RewardError(f"replay: mint seq {op.seq} is already committed")
-        if op.seq > self.next_seq:
-            raise RewardError(f"behind: mint seq {op.seq}, this replica is at {self.next_seq}")
-        prior = self.voted.get(op.seq)
-        if prior is not None and prior != op.id:
-            raise RewardError(f"already voted for a different mint op at seq {op.seq}")
-        expect = self.outcome(op.kind, op.payload, now_epoch=now_epoch, candidates=candidates)
+    def ballot_after(self, me: bytes, seen: int = 0) -> Ballot:
+        """A ballot of ours above anything promised here and the ``seen`` round."""
+        return (max(self.promised[0], seen) + 1, me)
+
+    def prepare(self, seq: int, ballot: Ballot) -> Promise:
+        """Phase 1: promise to accept nothing below ``ballot`` at ``seq`` (our next seq);
+        report what we accepted there."""
+        _check_ballot(ballot)
+        self._at_next(seq)
+        if ballot < self.promised:
+            raise RewardError(f"promised round {self.promised[0]}: a higher ballot is running")
+        self.promised = ballot
+        return Promise(seq, self.accepted, self.accepted_vote)
+
+    def vote(
+        self,
+        op: MintOp,
+        ballot: Ballot,
+        me: Identity,
+        *,
+        now_epoch: int,
+        candidates: Candidates,
+        evidence: MintVote | None = None,
+    ) -> MintVote:
+        """Phase 2: accept ``op`` in ``ballot`` as member ``me`` if it is valid at our next
+        seq and we promised nothing higher (idempotent).  ``evidence``, a member's earlier
+        vote for the same op, marks a recovered op: a member checked it fully when it was
+        fresh, so only its deterministic outcome and the future-epoch bound are rechecked."""
+        _check_ballot(ballot)
+        self._at_next(op.seq)
+        if me.public_key not in self.members:
+            raise RewardError("this node is not a member of the mint")
+        if ballot < self.promised:
+            raise RewardError(f"promised round {self.promised[0]}: a higher ballot is running")
+        mine = self.accepted_vote
+        if mine is not None and mine.ballot == ballot:
+            if mine.op_id != op.id:
+                raise RewardError("already accepted a different op in this ballot")
+            return mine
+        relaxed = evidence is not None and self._vouches(evidence, op)
+        expect = self.outcome(
+            op.kind,
+            op.payload,
+            now_epoch=now_epoch,
+            candidates=None if relaxed else candidates,
+            strict=not relaxed,
+        )
         if expect != (op.credits, op.returned):
             raise RewardError("the op's outcome differs from this replica's")
-        self.voted[op.seq] = op.id
-        return MintVote.sign(op, me)
+        vote = MintVote.sign(op, ballot, me)
+        self.promised, self.accepted, self.accepted_vote = ballot, op, vote
+        return vote
 
-    def apply(self, proof: MintProof, candidates: Collection[bytes]) -> tuple[MintCredit, ...]:
+    def _vouches(self, evidence: MintVote, op: MintOp) -> bool:
+        if evidence.op_id != op.id or evidence.voter not in self.members:
+            return False
+        try:
+            evidence.verify()
+        except RewardError:
+            return False
+        return True
+
+    def _at_next(self, seq: int) -> None:
+        if type(seq) is not int:
+            raise RewardError("seq must be an integer")
+        if seq < self.next_seq:
+            raise RewardError(f"replay: mint seq {seq} is already committed")
+        if seq > self.next_seq:
+            raise RewardError(f"behind: mint seq {seq}, this replica is at {self.next_seq}")
+
+    def quorum(self, kind: str) -> int:
+        return quorum_for(kind, self.members, self.config)
+
+    def apply(self, proof: MintProof) -> tuple[MintCredit, ...]:
         """Commit a quorum-approved op at our next seq; returns the credits it minted."""
-        proof.verify(candidates, self.config.quorum)
         op = proof.op
+        proof.verify(self.members, self.quorum(op.kind))
         if op.seq != self.next_seq:
             raise RewardError(f"mint seq {op.seq} cannot apply at {self.next_seq}")
         expect = self.outcome(op.kind, op.payload, now_epoch=None, candidates=None)
@@ -473,11 +686,15 @@ class MintReplica:
                 del self.rewarded[old]
         elif op.kind == ALLOWANCE:
             self.granted.add(op.credits[0].recipient)
-        else:
+        elif op.kind == BURN:
             self.burned.add(DebitProof.decode(op.payload).transfer.id)
+        elif op.kind == JOIN:
+            self.members = tuple(sorted((*self.members, op.payload)))
+        else:
+            self.members = tuple(m for m in self.members if m != op.payload)
         self.unminted += op.returned - op.minted
         self.next_seq += 1
-        self.voted = {s: i for s, i in self.voted.items() if s >= self.next_seq}
+        self.promised, self.accepted, self.accepted_vote = NO_BALLOT, None, None
         return op.credits
 
     # -- persistence and sync --------------------------------------------------------------
@@ -488,50 +705,59 @@ class MintReplica:
 
     def encode(self) -> bytes:
         rewarded = sorted([e, sorted(p)] for e, p in self.rewarded.items())
-        voted = sorted([s, i] for s, i in self.voted.items())
-        fields = [_FORMAT, self.core_wallet, self.unminted, self.next_seq, voted, rewarded]
-        return _pack([*fields, sorted(self.granted), sorted(self.burned)])
+        accepted = self.accepted.encode() if self.accepted is not None else b""
+        vote = self.accepted_vote.encode() if self.accepted_vote is not None else b""
+        fields = [_FORMAT, self.core_wallet, self.unminted, self.next_seq, list(self.members)]
+        paxos = [self.promised[0], self.promised[1], accepted, vote]
+        return _pack([*fields, paxos, rewarded, sorted(self.granted), sorted(self.burned)])
 
     @classmethod
     def decode(cls, data: bytes, config: FarmingConfig) -> MintReplica:
-        items = _items(_unpack(data, MAX_ENCODED_MINT, "mint replica"), 8, "mint replica")
+        items = _items(_unpack(data, MAX_ENCODED_MINT, "mint replica"), 9, "mint replica")
         if items[0] != _FORMAT:
             raise RewardError(f"mint replica: unsupported format {items[0]!r}")
-        replica = cls(items[1], config, items[2], items[3])
-        for pair in _items(items[4], None, "voted"):
-            seq, op_id = _items(pair, 2, "voted entry")
-            _int("voted seq", seq, replica.next_seq, 2**63 - 1)
-            _bytes("voted id", op_id, (ID_SIZE, 0))
-            replica.voted[seq] = op_id
-        for entry in _items(items[5], None, "rewarded"):
+        members = tuple(_items(items[4], None, "members"))
+        rnd, proposer, accepted, vote = _items(items[5], 4, "paxos state")
+        replica = cls(items[1], config, items[2], items[3], members, (rnd, proposer))
+        if not isinstance(accepted, bytes) or not isinstance(vote, bytes):
+            raise RewardError("paxos state: accepted op and vote must be bytes")
+        if accepted:
+            promise = Promise(replica.next_seq, MintOp.decode(accepted), MintVote.decode(vote))
+            replica.accepted, replica.accepted_vote = promise.accepted, promise.vote
+        elif vote:
+            raise RewardError("paxos state: a vote without its op")
+        for entry in _items(items[6], None, "rewarded"):
             epoch, pairs = _items(entry, 2, "rewarded entry")
             _int("rewarded epoch", epoch, 0, 2**63 - 1)
             for pair in _items(pairs, None, "rewarded pairs"):
                 _bytes("rewarded pair", pair, (ID_SIZE + PUBLIC_KEY_SIZE,))
                 replica.rewarded.setdefault(epoch, set()).add(pair)
-        for wallet in _items(items[6], None, "granted")[:MAX_REMEMBERED]:
+        for wallet in _items(items[7], None, "granted")[:MAX_REMEMBERED]:
             _bytes("granted wallet", wallet, (PUBLIC_KEY_SIZE,))
             replica.granted.add(wallet)
-        for ident in _items(items[7], None, "burned")[:MAX_REMEMBERED]:
+        for ident in _items(items[8], None, "burned")[:MAX_REMEMBERED]:
             _bytes("burned id", ident, (ID_SIZE,))
             replica.burned.add(ident)
         return replica
 
+    def public(self) -> MintReplica:
+        """This replica's committed state without this member's Paxos state (what another
+        node adopts: a promise or vote is only ever its signer's)."""
+        fresh = MintReplica.decode(self.encode(), self.config)
+        fresh.promised, fresh.accepted, fresh.accepted_vote = NO_BALLOT, None, None
+        return fresh
+
     @classmethod
     def sync(cls, states: Sequence[bytes], config: FarmingConfig, *, agree: int = 2) -> MintReplica:
-        """A replica for a joining member from the states of ``agree`` agreeing peers.
-
-        As for wallets: the pending seq's vote is inherited if the peers agree on it and
-        BLOCKED (never vote) if they disagree."""
+        """A replica for a node that lacks one or is behind, from the states of ``agree``
+        peers that agree on the committed state (supply, seq, members).  No promise or vote
+        is inherited: a node only ever votes for itself."""
         replicas = [cls.decode(s, config) for s in states]
-        tally: dict[tuple[int, int, bytes], list[MintReplica]] = {}
+        tally: dict[tuple[int, int, bytes, tuple[bytes, ...]], list[MintReplica]] = {}
         for r in replicas:
-            key = (r.unminted, r.next_seq, r.core_wallet)
+            key = (r.unminted, r.next_seq, r.core_wallet, r.members)
             tally.setdefault(key, []).append(r)
         best = max(tally.values(), key=len, default=[])
         if len(best) < max(agree, 1):
             raise RewardError(f"fewer than {agree} peers agree on the mint state")
-        fresh = cls.decode(best[0].encode(), config)
-        seen = {r.voted[fresh.next_seq] for r in replicas if fresh.next_seq in r.voted}
-        fresh.voted = {fresh.next_seq: seen.pop() if len(seen) == 1 else b""} if seen else {}
-        return fresh
+        return best[0].public()

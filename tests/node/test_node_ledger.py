@@ -21,13 +21,9 @@ from node.rpc.aio import RpcError
 from node.service import NodeService
 
 
-def mint_of(c: Cluster) -> list[int]:
-    return [n.ledger.mint.unminted for n in c.nodes if n.ledger.mint is not None]
-
-
 def audit(c: Cluster) -> tuple[int, int, int]:
-    """(sum of balances, unminted, outbox items): each value as at least 3 of the ideal
-    4 holders report it (-1 if they do not agree)."""
+    """(sum of balances, unminted, outbox items): each balance as at least 3 of the ideal
+    4 holders report it, the mint as a majority of its members do (-1 if they do not agree)."""
     keys = {k for n in c.nodes for k in n.ledger.wallets}
     total = 0
     for key in keys:
@@ -41,10 +37,18 @@ def audit(c: Cluster) -> tuple[int, int, int]:
         if not agreed:
             return -1, -1, -1
         total += agreed[0]
-    unminted = mint_of(c)
-    agreed = [u for u in set(unminted) if unminted.count(u) >= 3]
     outbox = sum(len(n.ledger.outbox) for n in c.nodes)
-    return total, agreed[0] if agreed else -1, outbox
+    return total, mint_agreed(c), outbox
+
+
+def mint_agreed(c: Cluster) -> int:
+    """The unminted supply a majority of the mint's members report at its newest seq."""
+    mints = [(n.identity.public_key, n.ledger.mint) for n in c.nodes if n.ledger.mint]
+    if not mints:
+        return -1
+    top = max((m for _, m in mints), key=lambda m: m.next_seq)
+    agreeing = [k for k, m in mints if k in top.members and m.committed() == top.committed()]
+    return top.unminted if len(agreeing) > len(top.members) // 2 else -1
 
 
 def balanced(c: Cluster) -> bool:
@@ -53,7 +57,14 @@ def balanced(c: Cluster) -> bool:
 
 
 async def mint_ready(c: Cluster) -> bool:
-    return await settle(lambda: len(mint_of(c)) >= 4, timeout=30)
+    """The mint has the 3 members it needs to move coins, and they agree."""
+
+    def formed() -> bool:
+        mints = [n.ledger.mint for n in c.nodes if n.ledger.mint]
+        top = max(mints, key=lambda m: m.next_seq, default=None)
+        return top is not None and len(top.members) >= 3 and mint_agreed(c) >= 0
+
+    return await settle(formed, timeout=30)
 
 
 def test_wallets_transfers_and_conservation(tmp_path: Path) -> None:
