@@ -98,6 +98,7 @@ LEDGER_OPS = (
     "mint.commit",
     "mint.get",
     "mint.prepare",
+    "mint.confirm",
     "mint.push",
     "cost",
 )

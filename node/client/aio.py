@@ -31,6 +31,7 @@ from node.farming.ledger import (
     BURN_ADDRESS,
     DebitProof,
     LedgerError,
+    Transfer,
     WalletReplica,
     sign_transfer,
 )
@@ -49,6 +50,18 @@ from node.transport.config import TransportConfig
 PUT_TIMEOUT = 30.0
 
 
+_STILL_OPEN = (
+    "approved only",
+    "timeout",
+    "unreachable",
+    "peer_closed",
+    "not_connected",
+    "again",
+    "retry",
+)
+"""Refusals after which an unconfirmed transfer may still commit (or has, with others)."""
+
+
 class ClientError(Exception):
     """A client operation failed; the message says why and what to try."""
 
@@ -64,6 +77,7 @@ class Client:
         self.rpc = Rpc(self.transport, timeout=PUT_TIMEOUT)
         self.gateway: Contact | None = None
         self._wallet_locks: dict[bytes, asyncio.Lock] = {}
+        self._unconfirmed: dict[bytes, Transfer] = {}
         self.app = b""  # app wallet named in every GET (farming rewards share 10 % with it)
         self._reader: asyncio.Task[None] | None = None
 
@@ -261,12 +275,15 @@ class Client:
         last = ""
         for _ in range(3):
             state = await self.wallet(owner.public_key)
+            await self._finish_unconfirmed(owner.public_key, state.next_seq)
+            state = await self.wallet(owner.public_key)
             if amount > state.balance:
                 raise ClientError(f"insufficient funds: balance {state.balance}, sending {amount}")
             try:
                 transfer = sign_transfer(owner, recipient, amount, state.next_seq, memo)
             except LedgerError as exc:
                 raise ClientError(str(exc)) from exc
+            self._unconfirmed[owner.public_key] = transfer
             try:
                 proof = await self._ledger("wallet.transfer", transfer.encode())
             except ClientError as exc:
@@ -275,11 +292,34 @@ class Client:
                     await asyncio.sleep(0.5)  # a replica is behind or ahead: refetch the seq
                     continue
                 raise
+            self._unconfirmed.pop(owner.public_key, None)
             try:
                 return DebitProof.decode(proof)
             except LedgerError as exc:
                 raise ClientError(f"the gateway returned a bad proof: {exc}") from exc
         raise ClientError(f"transfer not accepted: {last}")
+
+    async def _finish_unconfirmed(self, wallet: bytes, next_seq: int) -> None:
+        """A transfer we signed whose outcome we never learned (a timeout, a dropped
+        gateway) may have committed with some of the group: it is sent again, unchanged,
+        before anything else is signed at its seq.  Signing a different transfer there
+        could let the two sides of a partition each commit one."""
+        pending = self._unconfirmed.get(wallet)
+        if pending is None:
+            return
+        if pending.seq < next_seq:  # the group has moved past it: it is settled
+            self._unconfirmed.pop(wallet, None)  # committed, or refused for good
+            return
+        try:
+            await self._ledger("wallet.transfer", pending.encode())
+        except ClientError as exc:
+            message = str(exc)
+            if any(m in message for m in _STILL_OPEN):
+                raise ClientError(
+                    f"an earlier transfer at seq {pending.seq} is still unconfirmed and must"
+                    f" finish first: {exc}"
+                ) from exc
+        self._unconfirmed.pop(wallet, None)  # committed, or refused for good
 
     async def put_paid(self, data: bytes, payer: Identity | None) -> bytes:
         """:meth:`put_chunk`, paying the store cost from ``payer`` first if given."""

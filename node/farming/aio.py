@@ -340,13 +340,67 @@ class LedgerPlane:
         if transfer.recipient == BURN_ADDRESS:
             raise LedgerError("burn payments go to the mint, not to a wallet")
         self._check_responsible(xor_name(transfer.recipient), "wallet")
-        sender_group = await self._near_remote(xor_name(transfer.sender))
-        proof.verify_near(sender_group, self.farm_config.quorum)
+        await self._debit_signers(proof)
         replica = await self._replica_for_credit(transfer.recipient)
         credited = self._credit(replica, proof)
         if credited:
             self.ledger.save_wallet(replica)
         return b"1" if credited else b"0"
+
+    async def _debit_signers(self, proof: DebitProof) -> frozenset[bytes]:
+        """The keys a debit proof's votes are checked against: the nodes near the sender
+        now, or, when too few of its signers still are (they died or moved away since it
+        was committed, perhaps long ago in an outbox), its own signers, once a quorum of the
+        sender's current group confirms the debit is in their replicas' history."""
+        near = await self._near_remote(xor_name(proof.transfer.sender))
+        try:
+            proof.verify_near(near, self.farm_config.quorum)
+            return near
+        except LedgerError:
+            if not await self._confirm_debit(proof):
+                raise
+        self.counters["ledger_confirmed"] += 1
+        return frozenset(v.voter for v in proof.votes)
+
+    async def _confirm_debit(self, proof: DebitProof) -> bool:
+        transfer = proof.transfer
+        proof.verify([v.voter for v in proof.votes], self.farm_config.quorum)  # signatures
+        group = await self.close_group(xor_name(transfer.sender))
+        confirmed = 0
+        for answer in await self._gather(group, "wallet.get", transfer.sender):
+            if isinstance(answer, bytes):
+                with contextlib.suppress(LedgerError):
+                    held = WalletReplica.decode(answer)
+                    if any(k == "debit" and i == transfer.id for k, i, _, _ in held.history):
+                        confirmed += 1
+        return confirmed >= min(self.farm_config.quorum, len(group))
+
+    async def _confirm_mint(self, proof: MintProof) -> bool:
+        """A mint proof whose signers are no longer all near the mint counts if a quorum of
+        the mint's current neighbourhood committed that op at that seq."""
+        proof.verify([v.voter for v in proof.votes], self.farm_config.quorum)  # signatures
+        group = await self.close_group(MINT_NAME)
+        body = _pack([proof.op.seq, proof.op.id])
+        answers = await self._gather(group, "mint.confirm", body)
+        confirmed = sum(1 for a in answers if a == b"1")
+        if confirmed >= min(self.farm_config.quorum, len(group)):
+            self.counters["ledger_confirmed"] += 1
+            return True
+        return False
+
+    async def _m_mint_confirm(self, sender: bytes, body: bytes) -> bytes:
+        """``[seq, op id]`` -> ``b"1"`` if this member committed that op at that seq."""
+        items = _unpack(body)
+        if not (isinstance(items, list) and len(items) == 2 and isinstance(items[1], bytes)):
+            raise LedgerError("mint.confirm takes [seq, op id]")
+        seq, op_id = items
+        if type(seq) is not int:
+            raise LedgerError("mint.confirm: seq must be an integer")
+        held = self._mint_log.get(seq)
+        with contextlib.suppress(RewardError):
+            if held is not None and MintProof.decode(held).op.id == op_id:
+                return b"1"
+        return b"0"
 
     def _credit(self, replica: WalletReplica, proof: DebitProof) -> bool:
         # the proof was verified against the sender's group found by lookup; apply it
@@ -365,7 +419,11 @@ class LedgerPlane:
         if not credits:
             raise LedgerError("the mint op pays nothing to that wallet")
         self._check_responsible(xor_name(recipient), "wallet")
-        proof.verify(await self._near_remote(MINT_NAME), self.farm_config.quorum)
+        try:
+            proof.verify(await self._near_remote(MINT_NAME), self.farm_config.quorum)
+        except RewardError:
+            if not await self._confirm_mint(proof):
+                raise
         replica = await self._replica_for_credit(recipient)
         applied = sum(replica.apply_mint(credit) for credit in credits)
         if applied:
@@ -495,7 +553,7 @@ class LedgerPlane:
         """Who may have signed a burn's debit (near the payer), or be a member (near the
         mint), as this node sees it."""
         if kind == BURN:
-            near = await self._near_remote(xor_name(DebitProof.decode(payload).transfer.sender))
+            near = await self._debit_signers(DebitProof.decode(payload))
         elif kind == JOIN:
             near = await self._near_remote(MINT_NAME)
         else:
@@ -1083,6 +1141,7 @@ _MEMBER_OPS: dict[str, _MemberOp] = {
     "mint.prepare": LedgerPlane._m_mint_prepare,
     "mint.vote": LedgerPlane._m_mint_vote,
     "mint.commit": LedgerPlane._m_mint_commit,
+    "mint.confirm": LedgerPlane._m_mint_confirm,
     "mint.push": LedgerPlane._m_mint_push,
 }
 _GATEWAY_OPS: dict[str, _GatewayOp] = {

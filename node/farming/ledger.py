@@ -196,20 +196,25 @@ def count_votes(
     error: type[LedgerError],
 ) -> None:
     """Raise ``error`` unless ``quorum`` distinct ``candidates`` signed ``subject``; each vote
-    is ``(subject it names, voter, check of its signature)``."""
+    is ``(subject it names, voter, check of its signature)``.  A vote from outside
+    ``candidates`` is not counted (its signer may have left the group since)."""
     members = frozenset(candidates)
     voters: set[bytes] = set()
+    outside = 0
     for named, voter, check in votes:
         if named != subject:
             raise error(f"a vote in {what} is for {other}")
-        if voter not in members:
-            raise error(f"a vote in {what} is from outside the group")
         if voter in voters:
             raise error(f"a member voted twice in {what}")
-        check()
         voters.add(voter)
-    if len(voters) < quorum:
-        raise error(f"{what} has {len(voters)} votes, the quorum is {quorum}")
+        if voter not in members:
+            outside += 1  # not counted: a signer may since have left the group
+            continue
+        check()
+    counted = len(voters) - outside
+    if counted < quorum:
+        extra = f" ({outside} more from outside the group)" if outside else ""
+        raise error(f"{what} has {counted} votes{extra}, the quorum is {quorum}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,13 @@ import pytest
 from nodecluster import Cluster, cluster, settle
 
 from node.client.aio import Client, ClientError
-from node.farming.ledger import BURN_ADDRESS, sign_transfer
+from node.farming.ledger import (
+    BURN_ADDRESS,
+    DebitProof,
+    DebitVote,
+    LedgerError,
+    sign_transfer,
+)
 from node.farming.rewards import TOTAL_SUPPLY
 from node.identity import Identity, xor_name
 from node.messages import Kind, MessageError, decode
@@ -105,6 +111,46 @@ def test_wallets_transfers_and_conservation(tmp_path: Path) -> None:
             with pytest.raises(ClientError):
                 await client._ledger("wallet.transfer", b"\xc1garbage")
             assert (await client.wallet(alice.public_key)).balance == 30
+            # a transfer whose answer never came (here: never sent) goes again, unchanged,
+            # before anything else is signed at its seq; one the group moved past is dropped
+            client._unconfirmed[alice.public_key] = sign_transfer(alice, bob.public_key, 7, 1)
+            proof = await client.send(alice, carol.public_key, 5)
+            assert proof.transfer.seq == 2 and not client._unconfirmed
+            assert (await client.wallet(alice.public_key)).balance == 18
+            assert await settle(lambda: _balance(c, bob.public_key) == 27)
+            client._unconfirmed[alice.public_key] = sign_transfer(alice, bob.public_key, 9, 0)
+            assert (await client.send(alice, carol.public_key, 1)).transfer.seq == 3
+            assert await settle(lambda: _balance(c, carol.public_key) == 6)
+            # a credit whose signers are no longer near the sender (they left since) is taken
+            # once the sender's current group confirms the debit; a made-up one is not
+            dave = Identity.generate()
+            late = DebitProof.decode(
+                await client._ledger(
+                    "wallet.transfer", sign_transfer(bob, dave.public_key, 2, 0).encode()
+                )
+            )
+            holder = next(n for n in c.nodes if n.name in c.ideal(xor_name(dave.public_key)))
+
+            async def nobody_near(name: bytes) -> frozenset[bytes]:
+                return frozenset()
+
+            holder._near_remote = nobody_near  # type: ignore[method-assign]
+            await holder._m_wallet_credit(holder.name, late.encode())
+            assert holder.ledger.wallets[dave.public_key].balance == 2
+            assert holder.counters["ledger_confirmed"] >= 1
+            # validly voted by bob's group but never committed: no history confirms it
+            unknown = sign_transfer(bob, dave.public_key, 3, 1)
+            bobs = [n for n in c.nodes if n.name in c.ideal(xor_name(bob.public_key))]
+            votes = tuple(
+                [
+                    DebitVote(*msgpack.unpackb(await n._m_wallet_vote(n.name, unknown.encode())))
+                    for n in bobs
+                ]
+            )
+            with pytest.raises(LedgerError, match="outside"):
+                await holder._m_wallet_credit(holder.name, DebitProof(unknown, votes).encode())
+            assert holder.ledger.wallets[dave.public_key].balance == 2
+            del holder._near_remote
             assert await settle(lambda: balanced(c), timeout=20), audit(c)
             await client.close()
 
