@@ -472,9 +472,10 @@ class LedgerPlane:
         """Adopt the state two agreeing peers pushed if ours is missing or behind it."""
         states = list(self._pushed.get(wallet, {}).values())
         ours = self.ledger.wallets.get(wallet)
-        # With no replica, one member's word is taken (so a wallet whose last holders died
-        # down to one is re-replicated); replacing a replica takes two agreeing members.
-        need = 1 if ours is None else 2
+        # Two agreeing members are needed both to start a replica and to replace one: with
+        # one member's word, the side of a partition holding a single replica could seed a
+        # whole new group and commit transfers the other side never sees (a fork).
+        need = 2
         if len(states) < need:
             return
         try:
@@ -488,6 +489,10 @@ class LedgerPlane:
             if not ahead:
                 return
             _keep_own_vote(ours.voted, agreed.voted, agreed.next_seq)
+            carried, lost = agreed.keep_credits(ours)
+            self.counters["ledger_credits_carried"] += carried
+            if lost:
+                log.warning("wallet %s: %d credits older than the history", wallet.hex()[:8], lost)
         agreed.quorum = self.farm_config.quorum
         agreed.history_limit = self.farm_config.history_limit
         self.ledger.save_wallet(agreed)

@@ -364,6 +364,22 @@ class WalletReplica:
             raise LedgerError("mint credit is for another wallet")
         return self._credit("mint", credit.mint_id, BURN_ADDRESS, credit.amount)
 
+    def keep_credits(self, older: WalletReplica) -> tuple[int, int]:
+        """Carry over the credits ``older`` (the replica this one replaces) acknowledged and
+        this one lacks: a credit is counted as delivered once 3 replicas took it, so a
+        replica adopting a newer state must not drop it.  Amounts come from ``older``'s
+        history; returns ``(carried, not found)`` (credits older than the history)."""
+        carried = lost = 0
+        known = {i: (k, c, a) for k, i, c, a in older.history if k in ("credit", "mint")}
+        for ident in sorted(older.credited - self.credited):
+            entry = known.get(ident)
+            if entry is None:
+                lost += 1
+                continue
+            kind, counterparty, amount = entry
+            carried += self._credit(kind, ident, counterparty, amount)
+        return carried, lost
+
     def _check_next(self, transfer: Transfer) -> None:
         if transfer.sender != self.wallet:
             raise LedgerError("transfer is from another wallet")

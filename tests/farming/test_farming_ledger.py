@@ -250,3 +250,20 @@ def test_decoders_reject_truncation_and_trailing_bytes() -> None:
                 decode(blob[:cut])
         with pytest.raises(LedgerError):
             decode(blob + b"\x00")
+
+
+def test_a_replica_adopting_a_newer_state_keeps_the_credits_it_acknowledged() -> None:
+    senders = funded(100)
+    # the recipient's replica that took a credit, and a newer state (one debit ahead)
+    # reported by peers that never saw that credit
+    mine = WalletReplica(OTHER.public_key, balance=0)
+    proof = proof_for(sign_transfer(OWNER, OTHER.public_key, 7, 0), senders)
+    assert mine.apply_credit(proof, GROUP)
+    assert mine.apply_mint(MintCredit(b"m" * 32, OTHER.public_key, 3))
+    newer = WalletReplica(OTHER.public_key, balance=20, next_seq=1)
+    assert newer.keep_credits(mine) == (2, 0)
+    assert newer.balance == 30 and newer.credited == mine.credited
+    assert newer.keep_credits(mine) == (0, 0)  # idempotent
+    # a credit too old for the history cannot be carried, and is reported
+    old = WalletReplica(OTHER.public_key, balance=5, credited={b"o" * 32})
+    assert WalletReplica(OTHER.public_key).keep_credits(old) == (0, 1)

@@ -57,6 +57,19 @@ def mint_agreed(c: Cluster) -> int:
     return top.unminted if len(agreeing) > len(top.members) // 2 else -1
 
 
+def mint_states(c: Cluster) -> list[tuple[int, int, int, bool]]:
+    """(unminted, next seq, members, is a member) of every mint replica, for failure output."""
+    return [
+        (
+            *n.ledger.mint.committed(),
+            len(n.ledger.mint.members),
+            n.identity.public_key in n.ledger.mint.members,
+        )
+        for n in c.nodes
+        if n.ledger.mint is not None
+    ]
+
+
 def balanced(c: Cluster) -> bool:
     total, unminted, outbox = audit(c)
     return outbox == 0 and total >= 0 and total + unminted == TOTAL_SUPPLY
@@ -311,7 +324,7 @@ def test_wallets_and_the_mint_survive_churn(tmp_path: Path) -> None:
             for victim in victims:
                 await c.crash(victim)
             # new members take over by push-sync; transfers and the mint still work
-            assert await settle(lambda: balanced(c), timeout=40), audit(c)
+            assert await settle(lambda: balanced(c), timeout=40), (audit(c), mint_states(c))
             holders_now = {n.name for n in c.nodes if alice.public_key in n.ledger.wallets}
             assert c.ideal(xor_name(alice.public_key)) <= holders_now
             await client.send(alice, bob.public_key, 5)
