@@ -17,6 +17,8 @@ from testnet.spec import spec_from_dict
 pytestmark = pytest.mark.slow
 
 WAIT = 60.0
+CONVERGE_WAIT = 180.0  # bring-up is a precondition here, not the subject: a loaded CI box
+# (the whole suite on 2 cores) once took more than 60 s to converge 30 nodes
 
 
 def healed(net: Testnet) -> OracleReport:
@@ -38,7 +40,7 @@ def test_three_of_four_holders_killed_in_turn_lose_nothing(
     net, up = Testnet.up(spec)
     try:
         assert up.ok, [r.detail for r in up.failed]
-        assert net.converge(timeout=WAIT).converged
+        assert net.converge(timeout=CONVERGE_WAIT).converged
         put = net.put(200, 2048)
         assert (put.stored, put.failures) == (200, ())
         first = net.check(sample=0)
@@ -75,7 +77,7 @@ def test_eight_of_thirty_nodes_killed_at_once_lose_nothing(
     monkeypatch.setenv("TROON_HOME", str(tmp_path))
     net, up = Testnet.up(spec_from_dict({"name": "mass", "nodes": 30, "seed": 9}))
     try:
-        assert up.ok and net.converge(timeout=WAIT).converged
+        assert up.ok and net.converge(timeout=CONVERGE_WAIT).converged
         put = net.put(300, 1024)
         assert put.stored == 300
         victims = list(net.live())[1:30:4][:8]
