@@ -310,34 +310,44 @@ def test_wallets_and_the_mint_survive_churn(tmp_path: Path) -> None:
             assert await mint_ready(c)
             client = Client()
             await client.start()
-            await client.connect(c.contact(0))
-            alice, bob = Identity.generate(), Identity.generate()
-            await client.create_wallet(alice)
-            await client.send(alice, bob.public_key, 15)
-            assert await settle(lambda: balanced(c), timeout=20), audit(c)
-            # crash two of alice's four holders and one of the mint's (not the gateway)
-            holders = [n for n in c.nodes if alice.public_key in n.ledger.wallets]
-            minters = [n for n in c.nodes if n.ledger.mint is not None]
-            two = [n for n in holders if n is not c.nodes[0]][:2]
-            minter = next((n for n in minters if n not in holders and n is not c.nodes[0]), None)
-            victims = [*two, *([minter] if minter else [])]
-            for victim in victims:
-                await c.crash(victim)
-            # new members take over by push-sync; transfers and the mint still work
-            assert await settle(lambda: balanced(c), timeout=40), (audit(c), mint_states(c))
-            holders_now = {n.name for n in c.nodes if alice.public_key in n.ledger.wallets}
-            assert c.ideal(xor_name(alice.public_key)) <= holders_now
-            await client.send(alice, bob.public_key, 5)
-            carol = Identity.generate()
-            assert await client.create_wallet(carol) == 50
-            assert await settle(lambda: balanced(c), timeout=30), audit(c)
-            assert _balance(c, bob.public_key) == 20
-            # a restarted node keeps its ledger on disk
-            keeper = next(n for n in c.nodes[1:] if alice.public_key in n.ledger.wallets)
-            config = keeper.config
-            await c.stop(keeper)
-            again = await c.add(config)
-            assert again.ledger.wallets[alice.public_key].balance == 30
-            await client.close()
+            try:
+                await client.connect(c.contact(0))
+                alice, bob = Identity.generate(), Identity.generate()
+                await client.create_wallet(alice)
+                await client.send(alice, bob.public_key, 15)
+                assert await settle(lambda: balanced(c), timeout=20), audit(c)
+                # crash two of alice's four holders and one of the mint's (not the gateway)
+                holders = [n for n in c.nodes if alice.public_key in n.ledger.wallets]
+                minters = [n for n in c.nodes if n.ledger.mint is not None]
+                two = [n for n in holders if n is not c.nodes[0]][:2]
+                minter = next(
+                    (n for n in minters if n not in holders and n is not c.nodes[0]), None
+                )
+                victims = [*two, *([minter] if minter else [])]
+                for victim in victims:
+                    await c.crash(victim)
+                # new members take over by push-sync; transfers and the mint still work
+                assert await settle(lambda: balanced(c), timeout=40), (audit(c), mint_states(c))
+                # a newcomer takes a replica once two surviving holders agree on it (push rounds)
+                ideal = c.ideal(xor_name(alice.public_key))
+                assert await settle(
+                    lambda: (
+                        ideal <= {n.name for n in c.nodes if alice.public_key in n.ledger.wallets}
+                    ),
+                    timeout=40,
+                )
+                await client.send(alice, bob.public_key, 5)
+                carol = Identity.generate()
+                assert await client.create_wallet(carol) == 50
+                assert await settle(lambda: balanced(c), timeout=30), audit(c)
+                assert _balance(c, bob.public_key) == 20
+                # a restarted node keeps its ledger on disk
+                keeper = next(n for n in c.nodes[1:] if alice.public_key in n.ledger.wallets)
+                config = keeper.config
+                await c.stop(keeper)
+                again = await c.add(config)
+                assert again.ledger.wallets[alice.public_key].balance == 30
+            finally:
+                await client.close()
 
     asyncio.run(body())
