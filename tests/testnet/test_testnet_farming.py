@@ -73,7 +73,10 @@ def test_paid_files_farming_and_the_audit(
             "name": "farm",
             "seed": 7,
             "regions": [{"name": "eu", "nodes": 8}, {"name": "us", "nodes": 8}],
-            "node": {"capacity": 1_000_000, "require_payment": True, "audit_interval": 2.0},
+            # capacity: small enough that farming wins come quickly, big enough that a
+            # gateway holding more than its share (placement is random) still quotes a cost
+            # 3 chunks fit in the 50-coin allowance (at 1 MB a 40%-full gateway quoted 17)
+            "node": {"capacity": 2_000_000, "require_payment": True, "audit_interval": 2.0},
         }
     )
     net, up = Testnet.up(spec)
