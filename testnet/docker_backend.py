@@ -586,6 +586,29 @@ class DockerTestnet:
         took = time.monotonic() - started
         return NodeResult(index, True, f"stopped in {took:.1f} s", took)
 
+    def _back(
+        self,
+        index: int,
+        admin: Addr,
+        contacts: list[str],
+        before: NodeInfo | None,
+        *,
+        started: float,
+        timeout: float,
+    ) -> NodeResult:
+        """Wait for a restarted or recreated node, which must come back with its identity."""
+        identity = before.public_key if before is not None else None
+        return asyncio.run(
+            self._await_ready(
+                index,
+                admin,
+                first=not contacts,
+                timeout=timeout,
+                started=started,
+                identity=identity,
+            )
+        )
+
     def restart(self, index: int, *, timeout: float = READY_TIMEOUT) -> NodeResult:
         """Start node ``index``'s stopped container again: same volume, so the same identity
         and chunks; fresh contacts in its config."""
@@ -609,17 +632,7 @@ class DockerTestnet:
         except DOCKER_ERRORS as exc:
             hint = "; it may have been removed: `troon testnet status` shows the nodes"
             return NodeResult(index, False, f"cannot start {name}: {explain(exc)}{hint}")
-        identity = before.public_key if before is not None else None
-        return asyncio.run(
-            self._await_ready(
-                index,
-                admin,
-                first=not contacts,
-                timeout=timeout,
-                started=started,
-                identity=identity,
-            )
-        )
+        return self._back(index, admin, contacts, before, started=started, timeout=timeout)
 
     def logs(self, index: int, *, tail: int | None = None) -> str:
         """The container's output (stdout and stderr), the last ``tail`` lines if given."""
@@ -670,17 +683,7 @@ class DockerTestnet:
             return NodeResult(index, False, str(exc))
         except DOCKER_ERRORS as exc:
             return NodeResult(index, False, f"cannot recreate node {index}: {explain(exc)}")
-        identity = before.public_key if before is not None else None
-        return asyncio.run(
-            self._await_ready(
-                index,
-                admin,
-                first=not contacts,
-                timeout=timeout,
-                started=started,
-                identity=identity,
-            )
-        )
+        return self._back(index, admin, contacts, before, started=started, timeout=timeout)
 
     # -- down -----------------------------------------------------------------------------
 

@@ -275,8 +275,8 @@ class Client:
         last = ""
         for _ in range(3):
             state = await self.wallet(owner.public_key)
-            await self._finish_unconfirmed(owner.public_key, state.next_seq)
-            state = await self.wallet(owner.public_key)
+            if await self._finish_unconfirmed(owner.public_key, state.next_seq):
+                state = await self.wallet(owner.public_key)
             if amount > state.balance:
                 raise ClientError(f"insufficient funds: balance {state.balance}, sending {amount}")
             try:
@@ -299,17 +299,18 @@ class Client:
                 raise ClientError(f"the gateway returned a bad proof: {exc}") from exc
         raise ClientError(f"transfer not accepted: {last}")
 
-    async def _finish_unconfirmed(self, wallet: bytes, next_seq: int) -> None:
+    async def _finish_unconfirmed(self, wallet: bytes, next_seq: int) -> bool:
         """A transfer we signed whose outcome we never learned (a timeout, a dropped
         gateway) may have committed with some of the group: it is sent again, unchanged,
         before anything else is signed at its seq.  Signing a different transfer there
-        could let the two sides of a partition each commit one."""
+        could let the two sides of a partition each commit one.  True if it was sent (the
+        wallet's state may have moved since it was read)."""
         pending = self._unconfirmed.get(wallet)
         if pending is None:
-            return
+            return False
         if pending.seq < next_seq:  # the group has moved past it: it is settled
-            self._unconfirmed.pop(wallet, None)  # committed, or refused for good
-            return
+            self._unconfirmed.pop(wallet, None)
+            return False
         try:
             await self._ledger("wallet.transfer", pending.encode())
         except ClientError as exc:
@@ -320,6 +321,7 @@ class Client:
                     f" finish first: {exc}"
                 ) from exc
         self._unconfirmed.pop(wallet, None)  # committed, or refused for good
+        return True
 
     async def put_paid(self, data: bytes, payer: Identity | None) -> bytes:
         """:meth:`put_chunk`, paying the store cost from ``payer`` first if given."""

@@ -698,7 +698,7 @@ class LedgerPlane:
         if not isinstance(payload, bytes):
             raise LedgerError("mint request payload must be bytes")
         if self.ledger.mint is None and self._responsible(MINT_NAME):
-            await self._mint_takeover(await self._mint_neighbours())
+            await self._mint_takeover(self._mint_neighbours())
         mint = self.ledger.mint
         if mint is None or self.identity.public_key not in mint.members:
             raise LedgerError("not_leader: this node is not a member of the mint; ask another")
@@ -762,17 +762,18 @@ class LedgerPlane:
         """Run ``kind``/``payload`` through the mint: a ballot of ours, the promises of a
         majority, then the op they force (finishing it first if it is another's) or ours."""
         seen = 0
+        candidates = await self._op_candidates(kind, payload)
         for attempt_no in range(MINT_ATTEMPTS):
             mint = self._mint_held()
             if self.identity.public_key not in mint.members:
                 raise LedgerError("not_leader: this node is not a member of the mint")
-            candidates = await self._op_candidates(kind, payload)
             try:
                 own = mint.propose(kind, payload, now_epoch=self.epoch_now(), candidates=candidates)
             except RewardError as exc:
                 raise LedgerError(str(exc)) from exc
             ballot = mint.ballot_after(self.identity.public_key, seen)
-            contacts = self._member_contacts(mint, await self.close_group(MINT_NAME))
+            near = await self.close_group(MINT_NAME)
+            contacts = self._member_contacts(mint, near)
             promises, seen, moved = await self._prepare(mint, ballot, contacts)
             if moved:  # a member was ahead: we applied what it had; propose again
                 continue
@@ -780,7 +781,7 @@ class LedgerPlane:
             if len(promises) >= majority:
                 op, evidence = choose(promises, own)
                 assert op is not None
-                proof = await self._accept(mint, op, ballot, evidence, contacts)
+                proof = await self._accept(mint, op, ballot, evidence, [*contacts, *near])
                 if proof is not None:
                     if op.id == own.id:
                         return proof
@@ -819,7 +820,7 @@ class LedgerPlane:
                 status, data = _unpack(answer)
                 if status == "committed":
                     if data and self._mint_held().next_seq == seq:
-                        await self._call(self.contact_or_fail(), "mint.commit", data)
+                        await self._member_op(self.name, "mint.commit", data)
                     moved = moved or self._mint_held().next_seq > seq
                     continue
                 promise = Promise.decode(data)
@@ -830,22 +831,20 @@ class LedgerPlane:
                 promises.append(promise)
         return promises, seen, moved
 
-    def contact_or_fail(self) -> Contact:
-        assert self.contact is not None
-        return self.contact
-
     async def _accept(
         self,
         mint: MintReplica,
         op: MintOp,
         ballot: Ballot,
         evidence: MintVote | None,
-        contacts: list[Contact],
+        targets: list[Contact],
     ) -> bytes | None:
         """Phase 2: the proof if a quorum accepted ``op`` in ``ballot`` (then committed to
-        every member and the nodes near the mint), else None."""
+        ``targets``: the members and the nodes near the mint), else None."""
         body = _pack([op.encode(), ballot[0], ballot[1], evidence.encode() if evidence else b""])
-        answers = await self._gather(contacts, "mint.vote", body)
+        unique = list({c.name: c for c in targets}.values())
+        members = [c for c in unique if c.public_key in mint.members]
+        answers = await self._gather(members, "mint.vote", body)
         votes: dict[bytes, MintVote] = {}
         reasons: list[str] = []
         for answer in answers:
@@ -864,9 +863,7 @@ class LedgerPlane:
             log.debug("mint seq %d: %d votes; %s", op.seq, len(votes), "; ".join(reasons))
             return None
         proof = MintProof(op, ballot, tuple(votes.values())).encode()
-        near = await self.close_group(MINT_NAME)
-        targets = {c.name: c for c in [*contacts, *near]}
-        await self._gather(list(targets.values()), "mint.commit", proof)
+        await self._gather(unique, "mint.commit", proof)
         return proof
 
     async def _catch_up(
@@ -1000,7 +997,7 @@ class LedgerPlane:
                 if contact.name != self.name:
                     with contextlib.suppress(RpcError, LedgerError):
                         await self._call(contact, "wallet.push", state)
-        others = await self._mint_neighbours()
+        others = self._mint_neighbours()
         mint = self.ledger.mint
         if mint is None:
             if self._responsible(MINT_NAME):
@@ -1014,7 +1011,7 @@ class LedgerPlane:
                 await self._call(contact, "mint.push", state)
         await self._mint_reconfigure()
 
-    async def _mint_neighbours(self) -> list[Contact]:
+    def _mint_neighbours(self) -> list[Contact]:
         """The other nodes of the mint's neighbourhood (the MINT_GROUP nearest MINT_NAME)."""
         assert self.contact is not None
         group = self.table.close_group(MINT_NAME, MINT_GROUP, include_self=self.contact)

@@ -8,7 +8,6 @@ daemon fails the test instead of skipping it.
 from __future__ import annotations
 
 import io
-import os
 import secrets
 import tarfile
 import time
@@ -25,29 +24,6 @@ pytestmark = pytest.mark.docker
 ADMIN_PORT = 7000  # inside the container's own network namespace; the host side is random
 PEER_PORT = 7001
 HEALTH_TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    from testnet.image import ImageError, docker_client
-
-    try:
-        client = docker_client()
-    except ImageError as exc:
-        if os.environ.get("TROON_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"TROON_REQUIRE_DOCKER=1 but {exc}")
-        pytest.skip(f"{exc}; set TROON_REQUIRE_DOCKER=1 to make this fail")
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="module")
-def image(client: Any) -> str:
-    from testnet.image import build_image
-
-    return build_image()
 
 
 def _config_tar(token: str) -> bytes:

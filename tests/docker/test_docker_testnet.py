@@ -7,7 +7,6 @@ With ``TROON_REQUIRE_DOCKER=1`` a missing daemon fails these tests instead of sk
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -29,22 +28,6 @@ VICTIMS = 3
 REPAIR_TIMEOUT = 60.0
 UPGRADE_TAG = "troon-node:upgrade-test"
 KINDS = ("containers", "networks", "volumes")
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    from testnet.image import ImageError, docker_client
-
-    try:
-        client = docker_client()
-    except ImageError as exc:
-        if os.environ.get("TROON_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"TROON_REQUIRE_DOCKER=1 but {exc}")
-        pytest.skip(f"{exc}; set TROON_REQUIRE_DOCKER=1 to make this fail")
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import secrets
 import subprocess
 import time
@@ -20,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from dockerenv import require_docker
 from rich.console import Console
 from sshhosts import SshdMissing, SshHosts, free_port
 
@@ -65,31 +65,10 @@ PING = (
 )
 
 
-def _require(reason: str) -> None:
-    if os.environ.get("TROON_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"TROON_REQUIRE_DOCKER=1 but {reason}")
-    pytest.skip(f"{reason}; set TROON_REQUIRE_DOCKER=1 to make this fail")
-
-
 @pytest.fixture(scope="module")
-def local() -> Iterator[Any]:
-    from testnet.image import ImageError, docker_client
-
-    try:
-        client = docker_client()
-    except ImageError as exc:
-        _require(str(exc))
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="module")
-def image(local: Any) -> str:
-    from testnet.image import build_image
-
-    return build_image()
+def local(client: Any) -> Any:
+    """This machine's daemon (the one the SSH stand-in hosts drive too)."""
+    return client
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +76,7 @@ def sshd() -> Iterator[SshHosts]:
     try:
         hosts = SshHosts(["127.0.0.2", "127.0.0.3"])
     except SshdMissing as exc:
-        _require(str(exc))
+        require_docker(str(exc))
     with hosts:
         yield hosts
 
