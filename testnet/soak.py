@@ -32,7 +32,7 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,25 +162,23 @@ class Injector:
         return detail
 
     async def _crash(self, nodes: list[int], _: chaos.FaultAction) -> str:
-        done = []
-        for i in nodes:
+        async def kill(i: int) -> bool:
             if i in self.paused:
                 await self._signal(i, signal.SIGCONT)
                 self.paused.discard(i)
-            result = await asyncio.to_thread(self.net.kill, i)
-            if result.ok:
-                done.append(i)
-                self.crashed.add(i)
+            return (await asyncio.to_thread(self.net.kill, i)).ok
+
+        # all at once: "3 of a chunk's 4 holders killed at once" means at once
+        killed = await asyncio.gather(*map(kill, nodes))
+        done = [i for i, ok in zip(nodes, killed, strict=True) if ok]
+        self.crashed |= set(done)
         self.last_crashed = done
         return f"killed {done}"
 
     async def _restart(self, nodes: list[int], _: chaos.FaultAction) -> str:
-        done = []
-        for i in nodes:
-            result = await asyncio.to_thread(self.net.restart, i)
-            if result.ok:
-                done.append(i)
-                self.crashed.discard(i)
+        results = await asyncio.gather(*(asyncio.to_thread(self.net.restart, i) for i in nodes))
+        done = [i for i, r in zip(nodes, results, strict=True) if r.ok]
+        self.crashed -= set(done)
         return f"restarted {done}"
 
     async def _wipe(self, nodes: list[int], action: chaos.FaultAction) -> str:
@@ -275,9 +273,50 @@ class Injector:
         self.impaired.clear()
         live = self.net.live()
         down = [i for i in range(self.net.spec.nodes) if i not in live]
-        for i in down:
-            await asyncio.to_thread(self.net.restart, i)
+        await asyncio.gather(*(asyncio.to_thread(self.net.restart, i) for i in down))
         return f"resumed, cleared and restarted {down}" + _failed(notes)
+
+
+async def dispatch(
+    actions: list[chaos.FaultAction],
+    run: Callable[[chaos.FaultAction, set[asyncio.Task[None]]], Coroutine[Any, Any, None]],
+    *,
+    duration: float,
+    now: Callable[[], float],
+    stop: asyncio.Event,
+) -> None:
+    """Start each action when it is due, without waiting for slower ones (a kill or a
+    restart takes seconds): ``run(action, before)`` must first wait for ``before``, the
+    earlier actions in its lanes (:func:`_lanes`).  Returns when all have finished."""
+    tails: dict[object, asyncio.Task[None]] = {}
+    running: list[asyncio.Task[None]] = []
+    for action in actions:
+        if action.at > duration:
+            break
+        delay = action.at - now()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            break
+        lanes = _lanes(action)
+        before = {tails[lane] for lane in lanes if lane in tails}
+        task = asyncio.create_task(run(action, before))
+        running.append(task)
+        tails.update(dict.fromkeys(lanes, task))
+    if running:
+        await asyncio.gather(*running)
+
+
+def _lanes(action: chaos.FaultAction) -> set[object]:
+    """What an action must not overtake: earlier actions on any of its nodes; for targets
+    chosen at run time, earlier such actions (a restart of "the nodes that fault crashed"
+    follows that crash); for region-wide actions, earlier region-wide ones."""
+    if action.resolve is not None:
+        return {"resolved"}
+    if action.nodes:
+        return {("node", i) for i in action.nodes}
+    return {"links"}
 
 
 def _failed(failures: list[str]) -> str:
@@ -497,33 +536,32 @@ async def asoak(
         by_name = {info.name: i for i, info in net.live().items()}
         return [by_name[n] for n in chosen if n in by_name][:count]
 
+    async def one(action: chaos.FaultAction, before: set[asyncio.Task[None]]) -> None:
+        if before:
+            await asyncio.wait(before)
+        if workload.stop.is_set():
+            return  # revert_all restarts, resumes and clears whatever is left
+        if action.resolve and action.resolve.startswith("holders_of_one_chunk"):
+            names = [c.dst_hash for m, _ in rec.files.values() for c in m.chunk_identifiers]
+            chosen.clear()
+            if names:
+                target = random.Random(spec.seed + action.fault).choice(names)
+                report = await oracle.check(
+                    net.name, net.live(), net.state.token, [target], sample=0
+                )
+                chosen.extend(report.verdicts[0].holders)
+        started = rec.now()
+        try:
+            detail = await injector.apply(action, resolve)
+            ok = True
+        except Exception as exc:  # a failed fault is logged; the run goes on
+            detail, ok = f"{type(exc).__name__}: {exc}", False
+        fault_log.append({**action.to_dict(), "done_at": round(started, 2), "ok": ok,
+                          "late_s": round(max(0.0, started - action.at), 2),
+                          "took_s": round(rec.now() - started, 2), "detail": detail})  # fmt: skip
+
     async def faults() -> None:
-        for action in actions:
-            if action.at > duration:
-                break
-            delay = action.at - rec.now()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(workload.stop.wait(), delay)
-            if workload.stop.is_set():
-                return
-            if action.resolve and action.resolve.startswith("holders_of_one_chunk"):
-                names = [c.dst_hash for m, _ in rec.files.values() for c in m.chunk_identifiers]
-                chosen.clear()
-                if names:
-                    target = random.Random(spec.seed + len(fault_log)).choice(names)
-                    report = await oracle.check(
-                        net.name, net.live(), net.state.token, [target], sample=0
-                    )
-                    chosen.extend(report.verdicts[0].holders)
-            started = rec.now()
-            try:
-                detail = await injector.apply(action, resolve)
-                ok = True
-            except Exception as exc:  # a failed fault is logged; the run goes on
-                detail, ok = f"{type(exc).__name__}: {exc}", False
-            fault_log.append({**action.to_dict(), "done_at": round(started, 2), "ok": ok,
-                              "detail": detail})  # fmt: skip
+        await dispatch(actions, one, duration=duration, now=rec.now, stop=workload.stop)
 
     async def clock() -> None:
         with contextlib.suppress(TimeoutError):
@@ -613,7 +651,12 @@ def _write(
             f.write(json.dumps(entry) + "\n")
     summary = report.summary()
     counts = Counter(f"{op.kind}_{'ok' if op.ok else 'failed'}" for op in rec.ops)
+    late = sorted(float(f["late_s"]) for f in fault_log if "late_s" in f)
+    applied = Counter(str(f["action"]) for f in fault_log if f.get("ok"))
+    injection = {"applied": dict(applied), "late_max_s": late[-1] if late else 0.0,
+                 "late_median_s": late[len(late) // 2] if late else 0.0}  # fmt: skip
     body = {"summary": summary, "operations": counts, "faults": len(fault_log),
+            "injection": injection,
             "nodes": spec.testnet.nodes, "minutes": spec.minutes, "seed": spec.seed}  # fmt: skip
     (folder / "report.json").write_text(json.dumps(body, indent=1) + "\n")
     plot = _plot(folder / "timeline.png", rec, fault_log)
@@ -630,7 +673,10 @@ def _write(
         f"{len(report.double_spends)}; ledger balanced: {report.ledger_balanced}",
         f"- repair after faults stopped: {report.repair_seconds} s (bound "
         f"{report.repair_bound_s} s)",
-        f"- faults applied: {len(fault_log)}; operations: "
+        "- faults applied: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(applied.items()))
+        + f" (started at most {injection['late_max_s']:g} s after due, median "
+        f"{injection['late_median_s']:g} s); operations: "
         + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
         "",
         f"Replay: `troon testnet soak SOAKFILE --seed {spec.seed}` (schedule.json has the "

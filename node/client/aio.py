@@ -78,6 +78,7 @@ class Client:
         self.gateway: Contact | None = None
         self._wallet_locks: dict[bytes, asyncio.Lock] = {}
         self._unconfirmed: dict[bytes, Transfer] = {}
+        self._committed: dict[bytes, int] = {}  # wallet -> highest seq we saw committed
         self.app = b""  # app wallet named in every GET (farming rewards share 10 % with it)
         self._reader: asyncio.Task[None] | None = None
 
@@ -274,9 +275,9 @@ class Client:
     ) -> DebitProof:
         last = ""
         for _ in range(3):
-            state = await self.wallet(owner.public_key)
+            state = await self._fresh_wallet(owner.public_key)
             if await self._finish_unconfirmed(owner.public_key, state.next_seq):
-                state = await self.wallet(owner.public_key)
+                state = await self._fresh_wallet(owner.public_key)
             if amount > state.balance:
                 raise ClientError(f"insufficient funds: balance {state.balance}, sending {amount}")
             try:
@@ -294,10 +295,33 @@ class Client:
                 raise
             self._unconfirmed.pop(owner.public_key, None)
             try:
-                return DebitProof.decode(proof)
+                done = DebitProof.decode(proof)
             except LedgerError as exc:
                 raise ClientError(f"the gateway returned a bad proof: {exc}") from exc
+            self._saw_committed(owner.public_key, done.transfer.seq)
+            return done
         raise ClientError(f"transfer not accepted: {last}")
+
+    def _saw_committed(self, wallet: bytes, seq: int) -> None:
+        self._committed[wallet] = max(seq, self._committed.get(wallet, -1))
+
+    async def _fresh_wallet(self, wallet: bytes, tries: int = 3) -> WalletReplica:
+        """The wallet's state, refusing one older than what this client already saw
+        committed (read-your-writes).  A gateway cut off from the wallet's group, or whose
+        view of it is a stale minority, reports an old seq: signing a transfer at it would
+        offer a second, different transfer for a seq that is already spent."""
+        floor = self._committed.get(wallet, -1)
+        for attempt in range(tries):
+            state = await self.wallet(wallet)
+            if state.next_seq > floor:
+                return state
+            if attempt + 1 < tries:
+                await asyncio.sleep(0.5)
+        raise ClientError(
+            f"the wallet's group reached through this gateway is behind: it reports seq"
+            f" {state.next_seq}, but seq {floor} is already committed; it may be cut off from"
+            " the rest of the network: try again later or through another node"
+        )
 
     async def _finish_unconfirmed(self, wallet: bytes, next_seq: int) -> bool:
         """A transfer we signed whose outcome we never learned (a timeout, a dropped
@@ -310,7 +334,14 @@ class Client:
             return False
         if pending.seq < next_seq:  # the group has moved past it: it is settled
             self._unconfirmed.pop(wallet, None)
+            self._saw_committed(wallet, next_seq - 1)
             return False
+        if pending.seq > next_seq:  # we read seq pending.seq before: this view is stale
+            raise ClientError(
+                f"an earlier transfer at seq {pending.seq} is still unconfirmed and the"
+                f" wallet's group here reports seq {next_seq}: it is behind; try again later"
+                " or through another node"
+            )
         try:
             await self._ledger("wallet.transfer", pending.encode())
         except ClientError as exc:

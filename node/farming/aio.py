@@ -96,6 +96,7 @@ would configure a key nobody else holds)."""
 FARMING_EPOCH = 60.0
 """Seconds per farming epoch (wall clock, so every node agrees on the current one)."""
 NEAR = 8
+COMMIT_TRIES = 3  # rounds of wallet.commit to the members that have not taken a debit yet
 """Nodes a verifier accepts as a group's signers: the 8 nearest the group's name."""
 LEDGER_SYNC_INTERVAL = 5.0
 """Seconds between pushes of held replicas to the other members of their groups."""
@@ -460,6 +461,8 @@ class LedgerPlane:
         wallet = replica.wallet
         if not self._responsible(xor_name(wallet)) or not self._is_near(sender, wallet):
             return b""  # only the wallet's own neighbourhood may vouch for its state
+        if wallet not in self.ledger.wallets and not self._in_group(sender, wallet):
+            return b""  # a replica is only started on the word of the group itself
         pushed = self._pushed.setdefault(wallet, {})
         if len(self._pushed) > MAX_PUSHED:
             self._pushed.clear()
@@ -467,6 +470,13 @@ class LedgerPlane:
         pushed[sender] = body
         self._consider_wallet(wallet)
         return b""
+
+    def _in_group(self, sender: bytes, wallet: bytes) -> bool:
+        """Is node ``sender`` in the wallet's close group as we see it (not just near)?"""
+        assert self.contact is not None
+        factor = self.config.replication_factor
+        group = self.table.close_group(xor_name(wallet), factor, include_self=self.contact)
+        return any(c.name == sender for c in group)
 
     def _consider_wallet(self, wallet: bytes) -> None:
         """Adopt the state two agreeing peers pushed if ours is missing or behind it."""
@@ -682,10 +692,23 @@ class LedgerPlane:
             )
         proof = DebitProof(transfer, tuple(votes.values()))
         encoded = proof.encode()
-        answers = await self._gather(group, "wallet.commit", encoded)
-        committed = sum(1 for a in answers if isinstance(a, bytes))
-        if committed == 0:
-            raise LedgerError("approved, but no group member committed it: retry the send")
+        # Acknowledge only once a quorum holds the debit committed: a debit on one replica
+        # alone can be outvoted by two agreeing stale ones when the group changes (a holder
+        # displaced by nodes returning with old state), and then it would be lost.
+        need = min(self.farm_config.quorum, len(group))
+        pending, committed = list(group), 0
+        for attempt in range(COMMIT_TRIES):
+            answers = await self._gather(pending, "wallet.commit", encoded)
+            committed += sum(1 for a in answers if isinstance(a, bytes))
+            pending = [c for c, a in zip(pending, answers, strict=True) if isinstance(a, Exception)]
+            if committed >= need or not pending:
+                break
+            await asyncio.sleep(0.2 * (attempt + 1))
+        if committed < need:
+            raise LedgerError(
+                f"approved only: {committed} of the sender's group committed it (need {need});"
+                " send the same transfer again to finish it"
+            )
         kind = "burn" if transfer.recipient == BURN_ADDRESS else "credit"
         await self._deliver(OutboxItem(transfer.id, kind, encoded))
         return encoded
@@ -990,7 +1013,10 @@ class LedgerPlane:
         for wallet, replica in list(self.ledger.wallets.items()):
             name = xor_name(wallet)
             group = self.table.close_group(name, factor, include_self=self.contact)
-            if all(c.name != self.name for c in group):
+            # A holder that nearer nodes displaced (nodes coming back with old state, say)
+            # keeps pushing while it is still near: its newer state is how the group learns
+            # the debits it committed.  Pushes only ever move a replica forward.
+            if all(c.name != self.name for c in group) and not self._responsible(name):
                 continue
             state = replica.encode()
             for contact in group:

@@ -134,6 +134,22 @@ def test_wallets_transfers_and_conservation(tmp_path: Path) -> None:
             client._unconfirmed[alice.public_key] = sign_transfer(alice, bob.public_key, 9, 0)
             assert (await client.send(alice, carol.public_key, 1)).transfer.seq == 3
             assert await settle(lambda: _balance(c, carol.public_key) == 6)
+            assert client._committed[alice.public_key] == 3
+            # read-your-writes: a wallet view older than a seq this client saw committed
+            # (what a gateway on the cut-off side of a partition reports) is not signed on
+            client._committed[alice.public_key] = 9
+            with pytest.raises(ClientError, match="behind"):
+                await client.send(alice, carol.public_key, 1)
+            assert alice.public_key not in client._unconfirmed
+            client._committed[alice.public_key] = 3
+            # nor is an unconfirmed transfer signed at a seq above the view dropped
+            stale = sign_transfer(alice, bob.public_key, 1, 9)
+            client._unconfirmed[alice.public_key] = stale
+            with pytest.raises(ClientError, match="behind"):
+                await client.send(alice, carol.public_key, 1)
+            assert client._unconfirmed[alice.public_key] == stale
+            del client._unconfirmed[alice.public_key]
+            assert (await client.wallet(alice.public_key)).next_seq == 4
             # a credit whose signers are no longer near the sender (they left since) is taken
             # once the sender's current group confirms the debit; a made-up one is not
             dave = Identity.generate()

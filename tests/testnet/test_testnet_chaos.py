@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from testnet.chaos import compile_schedule, parse_faults
@@ -115,3 +117,52 @@ def test_checker_finds_records_going_backwards_and_double_spends() -> None:
     assert len(report.record_violations) == 2  # below the acked v2 and below an earlier read
     assert report.double_spends == ("wallet w1 seq 0: two transfers acknowledged",)
     assert not report.ok
+
+
+def test_the_injector_does_not_let_a_slow_action_hold_up_the_others() -> None:
+    """A kill or restart takes seconds; the soak starts each action when it is due and only
+    an earlier action on the same node (or lane) holds it back."""
+    from testnet.chaos import FaultAction
+    from testnet.soak import dispatch
+
+    actions = [
+        FaultAction(0.0, "crash", 0, nodes=(1,)),
+        FaultAction(0.0, "crash", 1, nodes=(2,)),
+        FaultAction(0.0, "restart", 0, nodes=(1,)),
+        FaultAction(0.0, "partition", 2, region="us"),
+        FaultAction(0.0, "heal", 2, region="us"),
+        FaultAction(0.0, "crash", 3, resolve="holders_of_one_chunk:3"),
+        FaultAction(0.0, "restart", 3, resolve="crashed_by_fault"),
+        FaultAction(99.0, "crash", 4, nodes=(3,)),  # beyond the run: never started
+    ]
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def run(action: FaultAction, before: set[asyncio.Task[None]]) -> None:
+        if before:
+            await asyncio.wait(before)
+        name = f"{action.action} {list(action.nodes) or action.region or action.resolve}"
+        events.append(f"start {name}")
+        if (action.action, action.nodes) == ("crash", (1,)):
+            await release.wait()  # the slow one
+        events.append(f"end {name}")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatch(actions, run, duration=10.0, now=lambda: 0.0,
+                                            stop=stop))  # fmt: skip
+        for _ in range(20):
+            await asyncio.sleep(0)
+        # everything not behind the slow crash of node 1 has run to the end already
+        assert "end crash [2]" in events and "end crash [1]" not in events
+        assert "start restart [1]" not in events
+        assert events.index("start heal us") > events.index("end partition us")
+        assert events.index("start restart crashed_by_fault") > events.index(
+            "end crash holders_of_one_chunk:3"
+        )
+        release.set()
+        await task
+        assert events.index("start restart [1]") > events.index("end crash [1]")
+        assert not any("[3]" in e for e in events)
+
+    asyncio.run(main())
