@@ -444,9 +444,10 @@ class WalletReplica:
         """A fresh replica for a joining member, built from the encoded states of others.
 
         The committed state (balance, next_seq, credited) must be reported identically by at
-        least ``agree`` peers.  For the pending seq the newcomer inherits the peers' vote if
-        they all name the same transfer, and is BLOCKED from voting if they disagree: so a
-        member that joins mid-race can never help a second transfer reach quorum.
+        least ``agree`` peers; of such states the most advanced is taken.  For the pending seq
+        the newcomer inherits the peers' vote if they all name the same transfer, and is
+        BLOCKED from voting if they disagree: so a member that joins mid-race can never help
+        a second transfer reach quorum.
         """
         replicas = [cls.decode(s) for s in states]
         if len({r.wallet for r in replicas}) > 1:
@@ -454,9 +455,13 @@ class WalletReplica:
         tally: dict[tuple[int, int, frozenset[bytes]], list[WalletReplica]] = {}
         for r in replicas:
             tally.setdefault((r.balance, r.next_seq, frozenset(r.credited)), []).append(r)
-        best = max(tally.values(), key=len, default=[])
-        if len(best) < max(agree, 1):
+        # Of the states enough peers agree on, the most advanced: committed debits and
+        # credits only ever add up, so an older state that more peers report (they missed
+        # a commit, or came back with old disks) must not win over a newer one.
+        agreed = [group for group in tally.values() if len(group) >= max(agree, 1)]
+        if not agreed:
             raise LedgerError(f"fewer than {agree} peers agree on the wallet state")
+        best = max(agreed, key=lambda g: (g[0].next_seq, len(g[0].credited), g[0].balance))
         fresh = cls.decode(best[0].encode())
         seen = {r.voted[fresh.next_seq] for r in replicas if fresh.next_seq in r.voted}
         fresh.voted = {fresh.next_seq: seen.pop() if len(seen) == 1 else BLOCKED} if seen else {}

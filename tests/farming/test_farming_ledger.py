@@ -228,6 +228,21 @@ def test_sync_needs_agreement() -> None:
         WalletReplica.sync([replicas[0].encode(), WalletReplica(OTHER.public_key).encode()])
 
 
+def test_sync_takes_the_newest_state_two_peers_agree_on() -> None:
+    """Three peers that missed a commit (or came back with old disks) do not outvote two
+    that hold it: committed state only grows.  One peer alone is not enough."""
+    replicas = [*funded(100), funded(100)[0]]
+    a = sign_transfer(OWNER, OTHER.public_key, 30, 0)
+    proof = proof_for(a, replicas[:4])
+    for r in replicas[3:]:
+        r.apply_debit(proof, GROUP)
+    fresh = WalletReplica.sync([r.encode() for r in replicas])
+    assert (fresh.next_seq, fresh.balance) == (1, 70)
+    replicas[4].apply_mint(MintCredit(b"y" * 32, OWNER.public_key, 5))  # one peer's word
+    fresh = WalletReplica.sync([r.encode() for r in replicas])
+    assert (fresh.next_seq, fresh.balance) == (0, 100)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_decode_or_raise_ledger_error(data: bytes) -> None:

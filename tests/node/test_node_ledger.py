@@ -18,6 +18,7 @@ from node.farming.ledger import (
     DebitProof,
     DebitVote,
     LedgerError,
+    WalletReplica,
     sign_transfer,
 )
 from node.farming.rewards import TOTAL_SUPPLY
@@ -220,6 +221,62 @@ def test_a_double_spend_race_gets_at_most_one_through(tmp_path: Path) -> None:
             assert (await clients[0].wallet(alice.public_key)).balance == 50 - 40 * len(ok)
             for cl in clients:
                 await cl.close()
+
+    asyncio.run(body())
+
+
+def test_displaced_holders_hand_the_group_the_debits_it_missed(tmp_path: Path) -> None:
+    """Found on a kept soak: nodes coming back with old state displaced a wallet's holders,
+    the new group agreed on the old state and a committed debit was lost (1 coin over the
+    supply).  Holders pushed out of the group now keep pushing while near, and the group
+    moves forward to their state; a replica is still only started on the group's word."""
+
+    async def body() -> None:
+        async with cluster(tmp_path, 10) as c:
+            assert await settle(lambda: all(len(n.table) >= 9 for n in c.nodes))
+            assert await mint_ready(c)
+            client = Client()
+            await client.start()
+            try:
+                await client.connect(c.contact(0))
+                alice, bob = Identity.generate(), Identity.generate()
+                key = alice.public_key
+                assert await client.create_wallet(alice) == 50
+                target = int.from_bytes(xor_name(key), "big")
+                ranked = sorted(c.nodes, key=lambda n: int.from_bytes(n.name, "big") ^ target)
+                group, outside = ranked[:4], ranked[4:6]
+                assert await settle(lambda: all(key in n.ledger.wallets for n in group))
+                old = next(n for n in group if n.ledger.wallets[key].next_seq == 0)
+                before = old.ledger.wallets[key].encode()
+                proof = await client.send(alice, bob.public_key, 10)
+                assert await settle(lambda: all(key in n.ledger.wallets for n in group))
+                holder = next(n for n in group if n.ledger.wallets[key].next_seq == 1)
+                after = holder.ledger.wallets[key].encode()
+                # the debit now lives only with two nodes outside the group; the group itself
+                # is back at the old state, as if its nodes had returned with old disks
+                for n in outside:
+                    n.ledger.save_wallet(WalletReplica.decode(after))
+                for n in group:
+                    n.ledger.save_wallet(WalletReplica.decode(before))
+                # an outside holder's word does not start a replica on a group member
+                bare = group[0]
+                kept = bare.ledger.wallets.pop(key)
+                for n in outside:
+                    await bare._m_wallet_push(n.name, after)
+                assert key not in bare.ledger.wallets
+                bare.ledger.save_wallet(kept)
+
+                def moved_on() -> bool:
+                    states = [n.ledger.wallets[key] for n in group]
+                    return all((r.next_seq, r.balance) == (1, 40) for r in states)
+
+                assert await settle(moved_on, timeout=30), [
+                    (n.ledger.wallets[key].next_seq, n.ledger.wallets[key].balance) for n in group
+                ]
+                history = group[0].ledger.wallets[key].history
+                assert any(k == "debit" and i == proof.transfer.id for k, i, _, _ in history)
+            finally:
+                await client.close()
 
     asyncio.run(body())
 
