@@ -441,13 +441,25 @@ class LedgerPlane:
         answers = await self._gather(group, "wallet.get", wallet)
         states = [a for a in answers if isinstance(a, bytes)]
         missing = sum(1 for a in answers if isinstance(a, RpcError) and a.code == "not_found")
-        if states:
+        peers = []
+        for a in states:
+            with contextlib.suppress(LedgerError):
+                peers.append(WalletReplica.decode(a))
+        # A wallet nobody has spent from (every state at seq 0: a new wallet whose group is
+        # still creating it) starts here with the credits its peers have; otherwise the seq
+        # must come from two agreeing members, like any replica's start.
+        unspent = all(p.next_seq == 0 for p in peers)
+        if peers and not (unspent and len(peers) + missing >= min(2, len(group))):
             try:
-                replica = WalletReplica.sync(states, agree=min(2, len(states)))
+                replica = WalletReplica.sync(states, agree=min(2, len(group)))
             except LedgerError as exc:
                 raise LedgerError(f"cannot take over this wallet yet: {exc}") from exc
-        elif missing >= min(2, len(group)):
+        elif len(peers) + missing >= min(2, len(group)):
             replica = self._fresh_wallet(wallet)
+            replica.merge_credits(peers)
+            seen = {p.voted[0] for p in peers if 0 in p.voted}  # a race at seq 0: see sync
+            if seen:
+                replica.voted = {0: seen.pop() if len(seen) == 1 else BLOCKED}
         else:
             raise LedgerError("cannot reach the wallet's group to take over its state yet")
         replica.quorum = self.farm_config.quorum
@@ -479,33 +491,41 @@ class LedgerPlane:
         return any(c.name == sender for c in group)
 
     def _consider_wallet(self, wallet: bytes) -> None:
-        """Adopt the state two agreeing peers pushed if ours is missing or behind it."""
-        states = list(self._pushed.get(wallet, {}).values())
+        """Move our replica forward on what near holders pushed: to the newest seq two of
+        them agree on (two, both to start a replica and to move one: on one member's word,
+        the side of a partition holding a single replica could seed a whole new group and
+        commit transfers the other side never sees), and take any credit one of them has
+        and we lack (credits only accumulate; every one was applied on a verified proof)."""
+        pushed = self._pushed.get(wallet, {})
         ours = self.ledger.wallets.get(wallet)
-        # Two agreeing members are needed both to start a replica and to replace one: with
-        # one member's word, the side of a partition holding a single replica could seed a
-        # whole new group and commit transfers the other side never sees (a fork).
-        need = 2
-        if len(states) < need:
+        peers: list[WalletReplica] = []
+        for body in pushed.values():
+            with contextlib.suppress(LedgerError):
+                peers.append(WalletReplica.decode(body))
+        if not peers:
             return
+        merged: WalletReplica | None = None
+        if ours is not None:
+            merged = WalletReplica.decode(ours.encode())
+            merged.merge_credits(peers)
+        states = [p.encode() for p in peers] + ([ours.encode()] if ours is not None else [])
         try:
-            agreed = WalletReplica.sync(states, agree=need)
+            agreed: WalletReplica | None = WalletReplica.sync(states, agree=2)
         except LedgerError:
+            agreed = None
+        if agreed is not None and (merged is None or agreed.next_seq > merged.next_seq):
+            if ours is not None:
+                _keep_own_vote(ours.voted, agreed.voted, agreed.next_seq)
+            merged = agreed
+        if merged is None:
             return
         if ours is not None:
-            ahead = agreed.next_seq > ours.next_seq or (
-                agreed.next_seq == ours.next_seq and agreed.credited > ours.credited
-            )
-            if not ahead:
+            if (merged.next_seq, merged.credited.keys()) == (ours.next_seq, ours.credited.keys()):
                 return
-            _keep_own_vote(ours.voted, agreed.voted, agreed.next_seq)
-            carried, lost = agreed.keep_credits(ours)
-            self.counters["ledger_credits_carried"] += carried
-            if lost:
-                log.warning("wallet %s: %d credits older than the history", wallet.hex()[:8], lost)
-        agreed.quorum = self.farm_config.quorum
-        agreed.history_limit = self.farm_config.history_limit
-        self.ledger.save_wallet(agreed)
+            self.counters["ledger_credits_carried"] += len(merged.credited.keys() - ours.credited)
+        merged.quorum = self.farm_config.quorum
+        merged.history_limit = self.farm_config.history_limit
+        self.ledger.save_wallet(merged)
         self._pushed.pop(wallet, None)
         self.counters["ledger_synced"] += 1
 

@@ -39,7 +39,7 @@ MAX_HISTORY = 4096
 MAX_ENCODED_TRANSFER = 512
 MAX_ENCODED_PROOF = MAX_ENCODED_TRANSFER + MAX_VOTES * 160
 MAX_CREDITS = 1 << 20  # credited/minted ids a replica can persist (see WalletReplica)
-MAX_ENCODED_REPLICA = 64 + MAX_CREDITS * 40 + MAX_HISTORY * 120
+MAX_ENCODED_REPLICA = 64 + MAX_CREDITS * 50 + MAX_HISTORY * 120
 # Storage payments go here: nobody owns it and no replica holds it; rewards.Mint credits
 # debits to it back to the unminted supply.
 BURN_ADDRESS = bytes(PUBLIC_KEY_SIZE)
@@ -292,8 +292,9 @@ class WalletReplica:
     """What ONE member of a wallet's close group keeps for that wallet.
 
     ``history`` keeps the newest ``history_limit`` entries ``(kind, id, counterparty,
-    amount)``.  ``credited`` (ids of applied credits and mints) is what makes credits
-    idempotent; it grows with incoming payments, up to :data:`MAX_CREDITS`.
+    amount)``.  ``credited`` (id -> amount of every applied credit and mint) makes credits
+    idempotent and mergeable: a replica that missed one takes it from any peer that has it
+    (:meth:`merge_credits`); it grows with incoming payments, up to :data:`MAX_CREDITS`.
     """
 
     wallet: bytes
@@ -303,7 +304,7 @@ class WalletReplica:
     next_seq: int = 0
     voted: dict[int, bytes] = field(default_factory=dict)
     history: list[tuple[str, bytes, bytes, int]] = field(default_factory=list)
-    credited: set[bytes] = field(default_factory=set)
+    credited: dict[bytes, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_bytes("wallet", self.wallet, PUBLIC_KEY_SIZE)
@@ -364,21 +365,28 @@ class WalletReplica:
             raise LedgerError("mint credit is for another wallet")
         return self._credit("mint", credit.mint_id, BURN_ADDRESS, credit.amount)
 
-    def keep_credits(self, older: WalletReplica) -> tuple[int, int]:
-        """Carry over the credits ``older`` (the replica this one replaces) acknowledged and
-        this one lacks: a credit is counted as delivered once 3 replicas took it, so a
-        replica adopting a newer state must not drop it.  Amounts come from ``older``'s
-        history; returns ``(carried, not found)`` (credits older than the history)."""
-        carried = lost = 0
-        known = {i: (k, c, a) for k, i, c, a in older.history if k in ("credit", "mint")}
-        for ident in sorted(older.credited - self.credited):
-            entry = known.get(ident)
-            if entry is None:
-                lost += 1
-                continue
-            kind, counterparty, amount = entry
-            carried += self._credit(kind, ident, counterparty, amount)
-        return carried, lost
+    def merge_credits(self, others: Sequence[WalletReplica]) -> tuple[int, int]:
+        """Take every credit another replica of this wallet applied and this one lacks.
+
+        Credits are a set that only grows (each was applied on a verified proof and counts
+        as delivered once 3 replicas took it), so replicas that each missed some converge on
+        the union instead of waiting for two of them to be identical.  Returns ``(taken,
+        unknown)``: unknown are credits whose amount a peer no longer knows (written before
+        amounts were kept)."""
+        taken, unknown = 0, set()
+        for other in others:
+            if other.wallet != self.wallet:
+                raise LedgerError("cannot merge credits of another wallet")
+            known = {i: (k, c) for k, i, c, _ in other.history if k in ("credit", "mint")}
+            for ident, amount in sorted(other.credited.items()):
+                if ident in self.credited:
+                    continue
+                if amount <= 0:
+                    unknown.add(ident)
+                    continue
+                kind, counterparty = known.get(ident, ("credit", BURN_ADDRESS))
+                taken += self._credit(kind, ident, counterparty, amount)
+        return taken, len(unknown - self.credited.keys())
 
     def _check_next(self, transfer: Transfer) -> None:
         if transfer.sender != self.wallet:
@@ -394,7 +402,7 @@ class WalletReplica:
             return False
         if len(self.credited) >= MAX_CREDITS or self.balance + amount > MAX_AMOUNT:
             raise LedgerError("wallet cannot take more credits")
-        self.credited.add(ident)
+        self.credited[ident] = amount
         self.balance += amount
         self._record(kind, ident, counterparty, amount)
         return True
@@ -405,11 +413,12 @@ class WalletReplica:
 
     def encode(self) -> bytes:
         """msgpack ``[1, wallet, quorum, history_limit, balance, next_seq, voted, history,
-        credited]`` with ``voted`` as ``[[seq, id]]`` and ``credited`` sorted."""
+        credited]`` with ``voted`` as ``[[seq, id]]`` and ``credited`` as sorted ``[[id,
+        amount]]``."""
         voted = sorted([s, t] for s, t in self.voted.items())
         history = [[_KINDS[k], i, c, a] for k, i, c, a in self.history]
         fields = [_FORMAT, self.wallet, self.quorum, self.history_limit, self.balance]
-        fields += [self.next_seq, voted, history, sorted(self.credited)]
+        fields += [self.next_seq, voted, history, sorted([i, a] for i, a in self.credited.items())]
         out: bytes = msgpack.packb(fields, use_bin_type=True)
         return out
 
@@ -434,35 +443,42 @@ class WalletReplica:
             _check_bytes("history counterparty", counterparty, PUBLIC_KEY_SIZE)
             _check_int("history amount", amount, 1, MAX_AMOUNT)
             replica.history.append((_KIND_NAMES[kind], ident, counterparty, amount))
-        for ident in _list(items[8], None, "credited"):
+        amounts = {i: a for _, i, _, a in replica.history}
+        for entry in _list(items[8], None, "credited"):
+            if isinstance(entry, bytes):  # written before amounts were kept: 0 if unknown
+                ident, amount = entry, amounts.get(entry, 0)
+            else:
+                ident, amount = _list(entry, 2, "credited entry")
+                _check_int("credited amount", amount, 1, MAX_AMOUNT)
             _check_bytes("credited id", ident, ID_SIZE)
-            replica.credited.add(ident)
+            replica.credited[ident] = amount
         return replica
 
     @classmethod
     def sync(cls, states: Sequence[bytes], *, agree: int = 2) -> WalletReplica:
         """A fresh replica for a joining member, built from the encoded states of others.
 
-        The committed state (balance, next_seq, credited) must be reported identically by at
-        least ``agree`` peers; of such states the most advanced is taken.  For the pending seq
-        the newcomer inherits the peers' vote if they all name the same transfer, and is
-        BLOCKED from voting if they disagree: so a member that joins mid-race can never help
-        a second transfer reach quorum.
+        The newest seq at least ``agree`` peers report is taken (committed debits only ever
+        add up, and an older state that more peers report - they missed a commit, or came
+        back with old disks - must not win), with the credits of every peer merged in
+        (:meth:`merge_credits`).  Two replicas at one seq hold the same debits: an owner signs
+        one transfer per seq and each member votes for one.  For the pending seq the
+        newcomer inherits the peers' vote if they all name the same transfer, and is BLOCKED
+        from voting if they disagree: so a member that joins mid-race can never help a
+        second transfer reach quorum.
         """
         replicas = [cls.decode(s) for s in states]
         if len({r.wallet for r in replicas}) > 1:
             raise LedgerError("sync states are for different wallets")
-        tally: dict[tuple[int, int, frozenset[bytes]], list[WalletReplica]] = {}
+        by_seq: dict[int, list[WalletReplica]] = {}
         for r in replicas:
-            tally.setdefault((r.balance, r.next_seq, frozenset(r.credited)), []).append(r)
-        # Of the states enough peers agree on, the most advanced: committed debits and
-        # credits only ever add up, so an older state that more peers report (they missed
-        # a commit, or came back with old disks) must not win over a newer one.
-        agreed = [group for group in tally.values() if len(group) >= max(agree, 1)]
+            by_seq.setdefault(r.next_seq, []).append(r)
+        agreed = [seq for seq, group in by_seq.items() if len(group) >= max(agree, 1)]
         if not agreed:
-            raise LedgerError(f"fewer than {agree} peers agree on the wallet state")
-        best = max(agreed, key=lambda g: (g[0].next_seq, len(g[0].credited), g[0].balance))
-        fresh = cls.decode(best[0].encode())
+            raise LedgerError(f"fewer than {agree} peers agree on the wallet's seq")
+        base = max(by_seq[max(agreed)], key=lambda r: (len(r.credited), r.balance))
+        fresh = cls.decode(base.encode())
+        fresh.merge_credits(replicas)
         seen = {r.voted[fresh.next_seq] for r in replicas if fresh.next_seq in r.voted}
         fresh.voted = {fresh.next_seq: seen.pop() if len(seen) == 1 else BLOCKED} if seen else {}
         return fresh

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -219,28 +220,38 @@ def test_double_churn_cannot_revive_a_race() -> None:
     assert len(votes) == 1  # only the member that never voted (GROUP[3])
 
 
-def test_sync_needs_agreement() -> None:
+def test_sync_needs_two_peers_at_one_seq_and_merges_their_credits() -> None:
     replicas = funded(100)
-    replicas[0].apply_mint(MintCredit(b"z" * 32, OWNER.public_key, 1))
+    proof = proof_for(sign_transfer(OWNER, OTHER.public_key, 30, 0), replicas)
+    replicas[0].apply_debit(proof, GROUP)
     with pytest.raises(LedgerError, match="agree"):
         WalletReplica.sync([replicas[0].encode(), replicas[1].encode()])
     with pytest.raises(LedgerError, match="different wallets"):
         WalletReplica.sync([replicas[0].encode(), WalletReplica(OTHER.public_key).encode()])
+    # at one seq, replicas that each missed a different credit converge on the union
+    replicas[1].apply_mint(MintCredit(b"y" * 32, OWNER.public_key, 1))
+    replicas[2].apply_mint(MintCredit(b"z" * 32, OWNER.public_key, 2))
+    fresh = WalletReplica.sync([r.encode() for r in replicas[1:3]])
+    assert (fresh.next_seq, fresh.balance, len(fresh.credited)) == (0, 103, 3)
 
 
 def test_sync_takes_the_newest_state_two_peers_agree_on() -> None:
     """Three peers that missed a commit (or came back with old disks) do not outvote two
-    that hold it: committed state only grows.  One peer alone is not enough."""
-    replicas = [*funded(100), funded(100)[0]]
+    that hold it: committed state only grows.  One peer alone does not move the seq, but a
+    credit one peer has is taken."""
+    replicas = [*funded(100), *funded(100)[:2]]
     a = sign_transfer(OWNER, OTHER.public_key, 30, 0)
     proof = proof_for(a, replicas[:4])
     for r in replicas[3:]:
         r.apply_debit(proof, GROUP)
     fresh = WalletReplica.sync([r.encode() for r in replicas])
     assert (fresh.next_seq, fresh.balance) == (1, 70)
-    replicas[4].apply_mint(MintCredit(b"y" * 32, OWNER.public_key, 5))  # one peer's word
+    replicas[4].apply_mint(MintCredit(b"y" * 32, OWNER.public_key, 5))
     fresh = WalletReplica.sync([r.encode() for r in replicas])
-    assert (fresh.next_seq, fresh.balance) == (0, 100)
+    assert (fresh.next_seq, fresh.balance) == (1, 75)
+    replicas[5].next_seq, replicas[5].balance = 2, 69  # one peer's word for seq 2
+    fresh = WalletReplica.sync([r.encode() for r in replicas])
+    assert (fresh.next_seq, fresh.balance) == (1, 75)
 
 
 @settings(max_examples=300, deadline=None)
@@ -276,9 +287,13 @@ def test_a_replica_adopting_a_newer_state_keeps_the_credits_it_acknowledged() ->
     assert mine.apply_credit(proof, GROUP)
     assert mine.apply_mint(MintCredit(b"m" * 32, OTHER.public_key, 3))
     newer = WalletReplica(OTHER.public_key, balance=20, next_seq=1)
-    assert newer.keep_credits(mine) == (2, 0)
+    assert newer.merge_credits([mine]) == (2, 0)
     assert newer.balance == 30 and newer.credited == mine.credited
-    assert newer.keep_credits(mine) == (0, 0)  # idempotent
-    # a credit too old for the history cannot be carried, and is reported
-    old = WalletReplica(OTHER.public_key, balance=5, credited={b"o" * 32})
-    assert WalletReplica(OTHER.public_key).keep_credits(old) == (0, 1)
+    assert newer.merge_credits([mine]) == (0, 0)  # idempotent
+    # a credit written before amounts were kept, and too old for the history, cannot be
+    # carried, and is reported; one still in the history is read back with its amount
+    old = WalletReplica(OTHER.public_key, balance=5, credited={b"o" * 32: 0})
+    assert WalletReplica(OTHER.public_key).merge_credits([old]) == (0, 1)
+    legacy = msgpack.unpackb(mine.encode())
+    legacy[8] = [ident for ident, _ in legacy[8]]
+    assert WalletReplica.decode(msgpack.packb(legacy)).credited == mine.credited
