@@ -87,11 +87,13 @@ class FarmingReport:
 
 
 def _agreed(values: list[int], holders: int) -> int | None:
-    """The value at least AGREE of ``holders`` ideal holders (fewer in a tiny net) report."""
+    """The value every ideal holder that has the wallet reports, if at least AGREE of the
+    ``holders`` (fewer in a tiny net) have it.  A majority is not enough: replicas that came
+    back with old disks can agree on a stale state for a while before they catch up, and a
+    ledger is only audited once it is quiet."""
     need = min(AGREE, holders)
-    for value in set(values):
-        if need and values.count(value) >= need:
-            return value
+    if need and len(values) >= need and len(set(values)) == 1:
+        return values[0]
     return None
 
 
@@ -173,14 +175,18 @@ def audit(
 async def afarming(net: Testnet, *, wait: float = 20.0) -> FarmingReport:
     """Poll every live node until the ledger is settled (or ``wait`` s); the last report."""
     deadline = time.monotonic() + wait
+    last: tuple[int, int | None] | None = None
     while True:
         infos = net.live()
         admins = {i: info.admin for i, info in infos.items()}
         answers = await ask_all(admins, net.state.token, "/farming")
         regions = {i: net.spec.region_of(i) for i in infos}
         report = audit(net.name, answers, infos, regions)
-        if report.settled or time.monotonic() >= deadline:
+        # settled twice in a row with the same figures: nothing moved in between
+        now = (report.balances, report.unminted) if report.settled else None
+        if (now is not None and now == last) or time.monotonic() >= deadline:
             return report
+        last = now
         await asyncio.sleep(POLL)
 
 
