@@ -166,3 +166,15 @@ def test_the_injector_does_not_let_a_slow_action_hold_up_the_others() -> None:
         assert not any("[3]" in e for e in events)
 
     asyncio.run(main())
+
+
+def test_the_ledger_audit_counts_a_wallet_only_when_its_holders_all_agree() -> None:
+    """Three stale replicas agreeing for a moment once made an audit 8 coins over; a
+    wallet's balance now counts only when every ideal holder that has it reports it."""
+    from testnet.farming import _agreed
+
+    assert _agreed([50, 50, 50, 50], 4) == 50
+    assert _agreed([50, 50, 50], 4) == 50  # the fourth has no replica yet
+    assert _agreed([58, 58, 58, 57], 4) is None  # one holder is ahead: not quiet yet
+    assert _agreed([50, 50], 4) is None  # too few holders
+    assert _agreed([7], 1) == 7  # a one-node testnet
