@@ -41,6 +41,7 @@ from console.operator import Operator
 from console.views import clock, dashboard_view, debug_screen, fault_line
 from testnet.errors import TestnetError
 from testnet.oracle import OracleReport
+from testnet.soak import LiveSoak
 from testnet.spec import DEFAULT_NAME
 
 REFRESH = 2.0  # seconds between snapshots
@@ -97,6 +98,7 @@ class Dashboard:
         self.busy: str | None = None
         self.prompt: Prompt | None = None
         self.check: OracleReport | None = None
+        self.soak: LiveSoak | None = None  # the newest soak run's checker view
         self.debug: int | None = None
         self.routing: RoutingAnalysis | str | None = None
         self.connections: list[ConnRow] | str | None = None
@@ -130,7 +132,12 @@ class Dashboard:
                 **common,
             )
         return dashboard_view(
-            self.snap, events=list(self.events), check=self.check, max_rows=max_rows, **common
+            self.snap,
+            events=list(self.events),
+            check=self.check,
+            soak=self.soak,
+            max_rows=max_rows,
+            **common,
         )
 
     def _say(self, text: str, *, ok: bool = True) -> None:
@@ -154,6 +161,10 @@ class Dashboard:
             self.problem = f"cannot read the testnet: {type(exc).__name__}: {exc}"
         else:
             self._absorb(snap)
+        try:
+            self.soak = await asyncio.to_thread(self.op.soak)
+        except TestnetError as exc:
+            self.problem = f"soak checker: {exc}"
         if self.debug is not None:
             await self._refresh_debug(self.debug)
 

@@ -88,6 +88,7 @@ from testnet.errors import TestnetError
 from testnet.farming import FarmingReport, afarming
 from testnet.fleet import Failed, ask_all, post_all
 from testnet.local import LocalTestnet, NodeProc, Report
+from testnet.soak import LiveSoak, latest_run, live_status
 from testnet.spec import DEFAULT_NAME, TestnetSpec, load_spec, spec_from_dict
 from testnet.state import MANIFEST, NodeInfo
 
@@ -978,6 +979,13 @@ class Operator:
     def farming(self, *, wait: float = 20.0) -> FarmingReport:
         """Farming per node and region, and the supply audit (testnet/farming.py)."""
         return run_blocking(self.afarming(wait=wait))
+
+    def soak(self) -> LiveSoak | None:
+        """The newest soak run on this testnet (``troon testnet soak``), judged by the
+        checker so far: while it runs, acknowledged files unreadable right now, records
+        gone backwards, double spends; after it, the final reads too.  None if no run."""
+        folder = latest_run(self.name, home=self.net.state.root.parent.parent)
+        return None if folder is None else live_status(folder)
 
     # -- debugging ------------------------------------------------------------------------------
 

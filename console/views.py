@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -34,6 +35,9 @@ from console.debug import (
 )
 from console.faults import PROCESS_KINDS, Fault, FaultResult, HealReport
 from testnet.oracle import OracleReport
+
+if TYPE_CHECKING:
+    from testnet.soak import LiveSoak
 
 PREFIX = 12  # hex characters of a name shown
 STATUS_STYLE = {
@@ -173,6 +177,39 @@ def integrity_view(integrity: Integrity, check: OracleReport | None = None) -> P
     return Panel(Group(*lines), title="integrity", title_align="left")
 
 
+def soak_view(soak: LiveSoak) -> Panel:
+    """The checker's verdicts on the newest soak run, while it runs and after."""
+    v = soak.view
+    state = "running" if soak.running else "finished"
+    lines: list[RenderableType] = [Text(f"{state}, {v.seconds:.0f} s: {soak.folder.name}")]
+    unreadable = len(v.unreadable_now)
+    lines.append(
+        Text(
+            f"files: {v.acked} of {v.attempted_puts} puts acknowledged, {unreadable} unreadable"
+            f" now, {v.failed_reads} failed reads so far",
+            style="yellow" if unreadable else "",
+        )
+    )
+    if v.lost is not None:
+        lines.append(
+            Text(
+                f"final reads: {v.lost} acknowledged files lost", "bold red" if v.lost else "green"
+            )
+        )
+    lines.append(
+        Text(
+            f"records backwards: {len(v.record_violations)}; transfers {v.transfers_ok} ok, "
+            f"{v.transfers_failed} refused; double spends: {len(v.double_spends)}",
+            style="bold red" if v.record_violations or v.double_spends else "",
+        )
+    )
+    for problem in [*v.record_violations, *v.double_spends][:3]:
+        lines.append(Text(f"  {problem}", style="red"))
+    verdict = "VIOLATIONS" if v.violations else "nothing lost or broken so far"
+    lines.append(Text(verdict, style="bold red" if v.violations else "green"))
+    return Panel(Group(*lines), title="soak checker", title_align="left")
+
+
 def fault_line(fault: Fault) -> Text:
     """One fault log entry as an event line."""
     style = "" if fault.ok else "red"
@@ -218,14 +255,19 @@ def dashboard_view(
     prompt: str | None = None,
     problem: str | None = None,
     max_rows: int = MAX_NODE_ROWS,
+    soak: LiveSoak | None = None,
 ) -> RenderableType:
-    """The main screen: header, node table beside integrity and events, status, keys."""
+    """The main screen: header, node table beside integrity (and the soak checker, when a
+    soak ran on this testnet) and events, status, keys."""
     parts: list[RenderableType] = [header_view(snap, name=name, problem=problem)]
     if snap is not None:
         grid = Table.grid(expand=True, padding=(0, 1))
         grid.add_column(ratio=3)
         grid.add_column(ratio=2)
-        side = Group(integrity_view(snap.integrity, check), events_view(events))
+        panels = [integrity_view(snap.integrity, check)]
+        if soak is not None:
+            panels.append(soak_view(soak))
+        side = Group(*panels, events_view(events))
         grid.add_row(nodes_view(snap, max_rows=max_rows), side)
         parts.append(grid)
     parts += [status_view(status, ok=ok, busy=busy), keys_view(prompt=prompt)]

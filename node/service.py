@@ -31,7 +31,7 @@ import blake3
 from node import __version__
 from node.admin import AdminServer
 from node.atomicfile import write_atomic
-from node.config import NodeConfig
+from node.config import RESPONSIBILITY_MARGIN, NodeConfig
 from node.data.aio import PUT_QUORUM, DataPlane, load_inboxes
 from node.farming.aio import LedgerPlane
 from node.farming.ledgerstore import LedgerStore
@@ -75,8 +75,6 @@ RECORD_AUDIT = 60.0
 """Seconds between full re-sends of held records to their close groups (and on churn)."""
 TRANSFER_FLOOR = 1_000_000
 """Bytes per second a chunk transfer may be as slow as before it counts as failed."""
-RESPONSIBILITY_MARGIN = 2
-"""A replica is accepted if we are among the ``factor * margin`` closest by our own view."""
 
 
 def local_address_towards(addr: tuple[str, int]) -> str:
@@ -430,8 +428,9 @@ class NodeService(DataPlane, LedgerPlane):
         self._wake_replication.set()
         return stored
 
-    async def close_group(self, name: bytes) -> list[Contact]:
-        """The replication_factor live nodes closest to ``name``, by a network lookup.
+    async def close_group(self, name: bytes, count: int | None = None) -> list[Contact]:
+        """The replication_factor (or ``count``) live nodes closest to ``name``, by a network
+        lookup.
 
         The lookup only needs to pin down the nearest few, so it runs with a small k
         (twice the group), which roughly halves its requests against k = 20.
@@ -444,7 +443,7 @@ class NodeService(DataPlane, LedgerPlane):
             candidates.values(),
             key=lambda c: int.from_bytes(c.name, "big") ^ int.from_bytes(name, "big"),
         )
-        return ordered[: self.config.replication_factor]
+        return ordered[: count or self.config.replication_factor]
 
     async def lookup(self, target: bytes, *, config: LookupConfig | None = None) -> LookupOutcome:
         """An iterative FIND_NODE lookup (k = 20 unless ``config`` says otherwise)."""

@@ -46,7 +46,7 @@ from node.data.records import sign_record
 from node.identity import Identity
 from testnet import chaos, checker, oracle
 from testnet.api import Testnet
-from testnet.errors import SpecError
+from testnet.errors import SpecError, StateError
 from testnet.fleet import Failed, post_all
 from testnet.regions import BULK_PATH
 from testnet.spec import TestnetSpec, load_spec, spec_from_dict
@@ -328,15 +328,30 @@ def _failed(failures: list[str]) -> str:
 
 @dataclass
 class Recorder:
+    """Every operation, kept in memory and appended to ``ops.jsonl`` as it ends, so the
+    console can judge the run while it goes (:func:`live_status`)."""
+
     started: float
     ops: list[checker.Op] = field(default_factory=list)
     files: dict[str, tuple[Any, bytes]] = field(default_factory=dict)  # key -> (map, sha256)
+    folder: Path | None = None
 
     def now(self) -> float:
         return time.monotonic() - self.started
 
     def add(self, kind: str, key: str, start: float, ok: bool, **extra: Any) -> None:
-        self.ops.append(checker.Op(kind, key, start, self.now(), ok, **extra))
+        op = checker.Op(kind, key, start, self.now(), ok, **extra)
+        self.ops.append(op)
+        self._append("ops.jsonl", op.to_dict())
+
+    def fault(self, fault_log: list[dict[str, Any]], entry: dict[str, Any]) -> None:
+        fault_log.append(entry)
+        self._append("faults.jsonl", entry)
+
+    def _append(self, name: str, entry: dict[str, Any]) -> None:
+        if self.folder is not None:
+            with (self.folder / name).open("a") as f:
+                f.write(json.dumps(entry) + "\n")
 
 
 class WorkloadRunner:
@@ -522,7 +537,8 @@ async def asoak(
         "actions": [a.to_dict() for a in actions],
     }
     (folder / "schedule.json").write_text(json.dumps(schedule, indent=1) + "\n")
-    rec = Recorder(time.monotonic())
+    rec = Recorder(time.monotonic(), folder=folder)
+    _mark(folder, net.name, running=True)
     tmp = folder / "tmp"
     tmp.mkdir(exist_ok=True)
     injector = Injector(net)
@@ -556,7 +572,7 @@ async def asoak(
             ok = True
         except Exception as exc:  # a failed fault is logged; the run goes on
             detail, ok = f"{type(exc).__name__}: {exc}", False
-        fault_log.append({**action.to_dict(), "done_at": round(started, 2), "ok": ok,
+        rec.fault(fault_log, {**action.to_dict(), "done_at": round(started, 2), "ok": ok,
                           "late_s": round(max(0.0, started - action.at), 2),
                           "took_s": round(rec.now() - started, 2), "detail": detail})  # fmt: skip
 
@@ -574,7 +590,7 @@ async def asoak(
     try:
         await asyncio.gather(workload.run(), faults(), clock())
         fault_end = rec.now()
-        fault_log.append({"at": round(fault_end, 2), "action": "revert-all",
+        rec.fault(fault_log, {"at": round(fault_end, 2), "action": "revert-all",
                           "detail": await injector.revert_all()})  # fmt: skip
         repair_seconds = await _wait_repaired(net, spec.repair_bound_s * 2)
         client = await workload.client()
@@ -586,18 +602,20 @@ async def asoak(
 
             ledger = await afarming(net, wait=60)
             balanced = ledger.balanced
-            fault_log.append(
+            rec.fault(
+                fault_log,
                 {
                     "at": round(rec.now(), 2),
                     "action": "ledger-audit",
                     "detail": f"balanced={ledger.balanced} settled={ledger.settled} "
                     f"balances={ledger.balances} unminted={ledger.unminted} "
                     f"in_flight={ledger.in_flight} disagree={len(ledger.disagree)}",
-                }
+                },
             )
     finally:
         await workload.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        _mark(folder, net.name, running=False)
     report = checker.check(
         rec.ops,
         ledger_balanced=balanced,
@@ -606,6 +624,57 @@ async def asoak(
     )
     _write(folder, rec, fault_log, report, spec)
     return SoakResult(folder, report, rec.now(), sum(1 for f in fault_log if f.get("ok")))
+
+
+RUN_FILE = "run.json"
+
+
+def _mark(folder: Path, testnet: str, *, running: bool) -> None:
+    """``run.json``: which testnet a run folder is for and whether it is still going."""
+    body = {"testnet": testnet, "running": running, "updated": time.time()}
+    (folder / RUN_FILE).write_text(json.dumps(body) + "\n")
+
+
+def latest_run(testnet: str, *, home: Path | None = None) -> Path | None:
+    """The newest soak run folder of ``testnet`` (running or finished), if any."""
+    root = (home or troon_home()) / "soaks"
+    if not root.is_dir():
+        return None
+    for folder in sorted(root.glob(f"{testnet}-*"), key=lambda p: p.name, reverse=True):
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads((folder / RUN_FILE).read_text()).get("testnet") == testnet:
+                return folder
+    return None
+
+
+@dataclass(frozen=True)
+class LiveSoak:
+    folder: Path
+    running: bool
+    view: checker.LiveView
+
+
+def live_status(folder: Path) -> LiveSoak:
+    """The checker's view of a soak run so far, from its folder (while it runs, too).  A
+    torn last line (the run is writing it) is skipped; damage elsewhere is an error."""
+    try:
+        running = bool(json.loads((folder / RUN_FILE).read_text()).get("running"))
+        lines = (
+            (folder / "ops.jsonl").read_text().splitlines()
+            if (folder / "ops.jsonl").exists()
+            else []
+        )
+    except (OSError, ValueError) as exc:
+        raise StateError(f"{folder}: not a readable soak run ({exc})") from exc
+    ops = []
+    for n, line in enumerate(lines, 1):
+        try:
+            ops.append(checker.op_from_dict(json.loads(line)))
+        except ValueError as exc:
+            if n == len(lines):
+                break  # being written
+            raise StateError(f"{folder / 'ops.jsonl'} line {n}: {exc}") from exc
+    return LiveSoak(folder, running, checker.live(ops))
 
 
 async def _wait_for_mint(net: Testnet, console: Console, limit: float = MINT_WAIT_S) -> None:

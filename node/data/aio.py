@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from node.atomicfile import write_atomic
+from node.config import RESPONSIBILITY_MARGIN
 from node.data.inbox import Envelope, InboxError, InboxState
 from node.data.records import ACCEPTED, Record, RecordError, Verdict
 from node.messages import MAX_ENVELOPES, Kind, Message
@@ -23,6 +24,7 @@ from node.rpc.aio import RpcError
 
 if TYPE_CHECKING:
     from collections import Counter
+    from collections.abc import Coroutine
 
     from node.config import NodeConfig
     from node.identity import Identity
@@ -51,7 +53,10 @@ class DataPlane:
     def _responsible(self, name: bytes) -> bool:
         raise NotImplementedError
 
-    async def close_group(self, name: bytes) -> list[Contact]:
+    async def close_group(self, name: bytes, count: int | None = None) -> list[Contact]:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         raise NotImplementedError
 
     async def _on_record_put(self, peer: bytes, msg: Message) -> None:
@@ -216,11 +221,26 @@ class DataPlane:
             return "bad_reply"
 
     async def get_record(self, address: bytes) -> Record | None:
-        """The newest valid record the close group holds at ``address``."""
-        group = await self.close_group(address)
-        found = await asyncio.gather(*(self._record_from(c, address) for c in group))
+        """The newest valid record held near ``address``, asking every node that may hold
+        it (any within the responsibility margin takes a record), not only the 4 nearest:
+        after a partition heals, the nearest can be the side that missed the writes while
+        the nodes that took them are a little further out.  Holders among the nearest
+        that are behind get the newest (read repair)."""
+        rf = self.config.replication_factor
+        near = await self.close_group(address, rf * RESPONSIBILITY_MARGIN)
+        found = await asyncio.gather(*(self._record_from(c, address) for c in near))
         valid = [r for r in found if r is not None and r.address == address]
-        return max(valid, key=lambda r: r.precedence) if valid else None
+        if not valid:
+            return None
+        best = max(valid, key=lambda r: r.precedence)
+        for contact, held in list(zip(near, found, strict=True))[:rf]:
+            if held is None or held.precedence < best.precedence:
+                self.counters["record_read_repairs"] += 1
+                self._spawn(self._repair_record(contact, best))
+        return best
+
+    async def _repair_record(self, contact: Contact, record: Record) -> None:
+        await self._record_put_on(contact, record)
 
     async def _record_from(self, contact: Contact, address: bytes) -> Record | None:
         if contact.name == self.name:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
 from rich.console import Console, RenderableType
 
 from console.debug import (
@@ -29,6 +33,7 @@ from console.views import (
     location_view,
     trace_view,
 )
+from testnet.errors import StateError
 
 NAME = "ab" * 32
 
@@ -149,3 +154,38 @@ def test_reports() -> None:
                         {"rate": 0.5}, {})  # fmt: skip
     text = render(detail_view(detail))
     assert "50.00%" in text and "pending 2" in text
+
+
+def test_the_dashboard_shows_the_soak_checker_while_a_soak_runs(tmp_path: Path) -> None:
+    from testnet.checker import GET, PUT, RECORD_GET, RECORD_PUT, TRANSFER, Op
+    from testnet.soak import LiveSoak, _mark, latest_run, live_status
+
+    folder = tmp_path / "soaks" / "td-view-20260101T000000Z"
+    folder.mkdir(parents=True)
+    _mark(folder, "td-view", running=True)
+    ops = [
+        Op(PUT, "f1", 0.0, 1.0, True),
+        Op(PUT, "f2", 0.5, 1.5, True),
+        Op(GET, "f1", 2.0, 2.5, False),  # f1 unreadable right now
+        Op(GET, "f2", 2.0, 2.5, True),
+        Op(RECORD_PUT, "r", 3.0, 3.5, True, version=5),
+        Op(RECORD_GET, "r", 4.0, 4.5, True, version=4),  # went backwards
+        Op(TRANSFER, "w", 5.0, 5.5, True, version=0),
+    ]
+    body = "".join(json.dumps(op.to_dict()) + "\n" for op in ops)
+    (folder / "ops.jsonl").write_text(body + '{"kind": "put", "ke')  # torn: being written
+    assert latest_run("td-view", home=tmp_path) == folder
+    assert latest_run("other", home=tmp_path) is None
+    soak = live_status(folder)
+    assert soak.running and soak.view.acked == 2 and soak.view.unreadable_now == ("f1",)
+    assert len(soak.view.record_violations) == 1 and soak.view.violations == 1
+    text = render(
+        dashboard_view(snapshot([row(0)]), name="td-view", soak=LiveSoak(folder, True, soak.view))
+    )
+    assert "soak checker" in text and "running" in text
+    assert "2 of 2 puts acknowledged, 1 unreadable now" in text
+    assert "records backwards: 1" in text and "VIOLATIONS" in text
+    # damage before the last line is an error that names the line, not a silent skip
+    (folder / "ops.jsonl").write_text("not json\n" + body)
+    with pytest.raises(StateError, match="line 1"):
+        live_status(folder)

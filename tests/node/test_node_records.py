@@ -71,3 +71,37 @@ def test_a_record_survives_the_loss_of_holders(tmp_path: Path) -> None:
             await client.close()
 
     asyncio.run(body())
+
+
+def test_a_read_after_a_partition_heals_finds_the_newest_version(tmp_path: Path) -> None:
+    """Found by the 20-node soak: writes during a partition went to the nearest nodes the
+    writer could reach; after the heal the 4 nearest were the side that missed them, and a
+    read went back 50 versions.  Reads now ask every node that may hold the record and
+    repair the nearest holders."""
+
+    async def body() -> None:
+        async with cluster(tmp_path, 10) as c:
+            assert await settle(lambda: all(len(n.table) >= 9 for n in c.nodes))
+            client = Client()
+            await client.start()
+            try:
+                await client.connect(c.contact(0))
+                owner = Identity.generate()
+                old = sign_record(owner, b"r", 1, b"before the partition")
+                assert await client.put_record(old) >= 3
+                target = int.from_bytes(old.address, "big")
+                ranked = sorted(c.nodes, key=lambda n: int.from_bytes(n.name, "big") ^ target)
+                group, substitutes = ranked[:4], ranked[4:7]
+                new = sign_record(owner, b"r", 7, b"written while the nearest were cut off")
+                for n in substitutes:  # where the writes landed during the partition
+                    n.records.put(new)
+                assert all(n.records.get(old.address) == old for n in group)
+                got = await client.get_record(old.address)
+                assert got is not None and got.version == 7
+                assert await settle(
+                    lambda: all(n.records.get(old.address) == new for n in group), timeout=10
+                )
+            finally:
+                await client.close()
+
+    asyncio.run(body())

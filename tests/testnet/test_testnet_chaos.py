@@ -7,7 +7,18 @@ import asyncio
 import pytest
 
 from testnet.chaos import compile_schedule, parse_faults
-from testnet.checker import FINAL, GET, PUT, RECORD_GET, RECORD_PUT, TRANSFER, Op, check
+from testnet.checker import (
+    FINAL,
+    GET,
+    PUT,
+    RECORD_GET,
+    RECORD_PUT,
+    TRANSFER,
+    Op,
+    check,
+    live,
+    op_from_dict,
+)
 from testnet.errors import SpecError
 
 REGIONS = ["eu", "us"]
@@ -178,3 +189,35 @@ def test_the_ledger_audit_counts_a_wallet_only_when_its_holders_all_agree() -> N
     assert _agreed([58, 58, 58, 57], 4) is None  # one holder is ahead: not quiet yet
     assert _agreed([50, 50], 4) is None  # too few holders
     assert _agreed([7], 1) == 7  # a one-node testnet
+
+
+def test_the_live_checker_agrees_with_the_final_one() -> None:
+    """The console's live view of a soak (one pass per key) reports what check() reports."""
+    ops = [
+        Op(PUT, "a", 0, 1, True),
+        Op(PUT, "b", 0, 1, True),
+        Op(PUT, "c", 0, 1, False),
+        Op(GET, "a", 2, 3, False),
+        Op(GET, "a", 4, 5, True),  # a readable again
+        Op(GET, "b", 2, 3, True),
+        Op(GET, "b", 4, 5, False),  # b unreadable now
+        Op(TRANSFER, "w", 1, 2, True, version=0, detail="t1"),
+        Op(TRANSFER, "w", 3, 4, True, version=0, detail="t2"),  # double spend
+        Op(TRANSFER, "w", 5, 6, False),
+        Op(RECORD_PUT, "r", 0, 1, True, version=3),
+        Op(RECORD_GET, "r", 2, 3, True, version=2),
+    ]
+    view = live(ops)
+    report = check(ops)
+    assert (view.acked, view.attempted_puts) == (report.acked, 3) == (2, 3)
+    assert view.unreadable_now == ("b",) and view.failed_reads == 2
+    assert view.double_spends == report.double_spends and len(view.double_spends) == 1
+    assert view.record_violations == report.record_violations != ()
+    assert (view.transfers_ok, view.transfers_failed) == (2, 1)
+    assert view.lost is None  # no final reads yet
+    final = live([*ops, Op(FINAL, "a", 9, 10, True), Op(FINAL, "b", 9, 10, False)])
+    assert final.lost == 1 == len(check([*ops, Op(FINAL, "b", 9, 10, False)]).lost)
+    assert final.unreadable_now == ()
+    assert op_from_dict(ops[-1].to_dict()) == ops[-1]
+    with pytest.raises(ValueError):
+        op_from_dict({"kind": "put"})

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from console.operator import Operator
 from testnet.api import Testnet
 from testnet.errors import SpecError
-from testnet.soak import asoak, load_soak
+from testnet.soak import LiveSoak, SoakResult, SoakSpec, asoak, live_status, load_soak
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +48,18 @@ SOAK = {
 }
 
 
+async def soak_and_watch(net: Testnet, spec: SoakSpec) -> tuple[SoakResult, LiveSoak | None]:
+    op = Operator.attach(net.name)
+    run = asyncio.create_task(asoak(net, spec))
+    seen = None
+    while not run.done():
+        await asyncio.sleep(3)
+        live = await asyncio.to_thread(op.soak)
+        if live is not None and live.running and live.view.acked and seen is None:
+            seen = live
+    return await run, seen
+
+
 @pytest.mark.timeout(400)
 def test_short_soak_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TROON_HOME", str(tmp_path / "home"))
@@ -57,10 +70,16 @@ def test_short_soak_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     try:
         assert up.ok, [r.detail for r in up.failed]
         assert net.converge(timeout=60).converged
-        result = asyncio.run(asoak(net, spec, folder=tmp_path / "run"))
+        result, seen = asyncio.run(soak_and_watch(net, spec))
     finally:
         net.down()
     summary = result.report.summary()
+    # the console's soak checker saw the run while it went (Operator.soak, as the
+    # dashboard calls it every refresh), and judges the finished run as the report does
+    assert seen is not None and seen.running and seen.view.acked >= 1, seen
+    after = live_status(result.folder)
+    assert not after.running and after.view.lost == summary["lost"]
+    assert after.view.acked == result.report.acked
     assert result.report.acked >= 20, summary
     assert summary["lost"] == 0 and summary["never_read"] == 0, summary
     assert summary["double_spends"] == [] and summary["record_violations"] == [], summary
