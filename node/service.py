@@ -72,6 +72,11 @@ every 10 s during the first 120 s (neighbours are still arriving), then every 60
 IDLE_SESSION = 20.0
 """Other sessions unused for this long are closed (with CODE_IDLE) to save keep-alives."""
 RECORD_AUDIT = 60.0
+DEPARTED_WINDOW = 300.0
+"""Seconds a contact that left the routing table is still pinged now and then (a partition
+heals, a paused node resumes)."""
+DEPARTED_PROBES = 4  # departed contacts pinged per maintenance round
+MAX_DEPARTED = 256
 """Seconds between full re-sends of held records to their close groups (and on churn)."""
 TRANSFER_FLOOR = 1_000_000
 """Bytes per second a chunk transfer may be as slow as before it counts as failed."""
@@ -111,6 +116,7 @@ class NodeService(DataPlane, LedgerPlane):
         self.records = RecordStore(config.data_dir / "records")
         self.inboxes = load_inboxes(config.data_dir / "inboxes.bin")
         self._records_dirty = False
+        self._departed: dict[bytes, tuple[Contact, float]] = {}  # name -> (contact, left at)
         self.transport = Transport(self.identity, config.transport)
         self.rpc = Rpc(self.transport, timeout=config.request_timeout)
         self.table = RoutingTable(self.name, RoutingConfig(k=config.k))
@@ -294,8 +300,12 @@ class NodeService(DataPlane, LedgerPlane):
                 self._spawn(self._ping(action.contact))
             elif isinstance(action, ContactRemoved):
                 self.replicator.on_peer_gone(action.contact.name)  # drop its pending work
+                self._departed[action.contact.name] = (action.contact, self.now())
+                if len(self._departed) > MAX_DEPARTED:
+                    del self._departed[next(iter(self._departed))]  # the oldest
                 changed = True
             elif isinstance(action, ContactAdded):
+                self._departed.pop(action.contact.name, None)
                 changed = True
         if changed:
             self.replicator.on_membership_change(now=self.now())
@@ -316,6 +326,27 @@ class NodeService(DataPlane, LedgerPlane):
         except RpcError:
             alive = False
         self._apply(self.table.on_ping_result(contact.name, alive=alive, now=self.now()))
+
+    async def _probe_departed(self) -> None:
+        """Ping a few contacts that left the table lately.  During a partition each side
+        evicts the other; after it heals nothing else brings the tables back together
+        until some lookup happens to cross, and meanwhile a gateway on one side finds only
+        that side's nodes (and their older records and wallet states)."""
+        now = self.now()
+        for name, (_, left) in list(self._departed.items()):
+            if now - left > DEPARTED_WINDOW:
+                del self._departed[name]
+        picks = random.sample(
+            [c for c, _ in self._departed.values()], min(DEPARTED_PROBES, len(self._departed))
+        )
+
+        async def probe(contact: Contact) -> None:
+            with contextlib.suppress(RpcError):
+                await self.rpc.call(contact.public_key, contact.address, Kind.PING, timeout=2.0)
+                self.counters["departed_back"] += 1
+                self._observe(contact.public_key)
+
+        await asyncio.gather(*(probe(c) for c in picks))
 
     # ------------------------------------------------------------------ request handlers
 
@@ -547,6 +578,7 @@ class NodeService(DataPlane, LedgerPlane):
                 last_self_lookup = last_record_push = self.now()
             self._keep_close_sessions()
             self._save_bootstrap_cache()
+            await self._probe_departed()
             if self._records_dirty or self.now() - last_record_push >= RECORD_AUDIT:
                 await self._push_records()
                 last_record_push = self.now()

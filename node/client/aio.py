@@ -79,6 +79,7 @@ class Client:
         self._wallet_locks: dict[bytes, asyncio.Lock] = {}
         self._unconfirmed: dict[bytes, Transfer] = {}
         self._committed: dict[bytes, int] = {}  # wallet -> highest seq we saw committed
+        self._records_seen: dict[bytes, tuple[int, bytes]] = {}  # address -> precedence
         self.app = b""  # app wallet named in every GET (farming rewards share 10 % with it)
         self._reader: asyncio.Task[None] | None = None
 
@@ -159,10 +160,38 @@ class Client:
             )
         except RpcError as exc:
             raise ClientError(f"record write refused: {exc}") from exc
+        self._saw_record(record)
         return int(reply.body["holders"])
 
-    async def get_record(self, address: bytes) -> Record | None:
-        """The newest record at ``address`` (verified), or None if there is none."""
+    def _saw_record(self, record: Record) -> None:
+        seen = self._records_seen.get(record.address)
+        if seen is None or record.precedence > seen:
+            self._records_seen[record.address] = record.precedence
+
+    async def get_record(self, address: bytes, tries: int = 3) -> Record | None:
+        """The newest record at ``address`` (verified), or None if there is none.
+
+        Monotonic reads: a record older than one this client already wrote or read is not
+        returned.  A gateway whose view of the network is still partial (just after a
+        partition healed, it may reach only the side that missed the newest writes) is
+        asked again, and then the read fails with that reason rather than going back."""
+        floor = self._records_seen.get(address)
+        for attempt in range(tries):
+            record = await self._get_record_once(address)
+            if floor is None or (record is not None and record.precedence >= floor):
+                if record is not None:
+                    self._saw_record(record)
+                return record
+            if attempt + 1 < tries:
+                await asyncio.sleep(0.5)
+        assert floor is not None  # without one, the first answer was returned
+        raise ClientError(
+            f"the nodes reached through this gateway hold an older version of that record than"
+            f" this client already saw (v{floor[0]}): its view of the network may be partial;"
+            " try again later or through another node"
+        )
+
+    async def _get_record_once(self, address: bytes) -> Record | None:
         gw = self._gw()
         try:
             reply = await self.rpc.call(gw.public_key, gw.address, Kind.RECORD_GET, address=address)

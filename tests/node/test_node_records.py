@@ -39,6 +39,12 @@ def test_records_are_replicated_versioned_and_refuse_forgeries(tmp_path: Path) -
             assert got is not None and got.version == 2
             stranger = sign_record(Identity.generate(), b"profile", 9, b"x")
             assert await client.get_record(stranger.address) is None
+            # monotonic reads: this client saw v2, so a gateway offering anything older (a
+            # partial view after a partition) gets a clear error, never an older version
+            assert client._records_seen[v1.address][0] == 2
+            client._records_seen[v1.address] = (5, b"")
+            with pytest.raises(ClientError, match="older version"):
+                await client.get_record(v1.address, tries=2)
             await client.close()
 
     asyncio.run(body())

@@ -242,3 +242,26 @@ def test_every_get_served_is_a_farming_attempt_counted_on_the_admin_api(tmp_path
             assert "troon_farming_attempts" in metrics
 
     run(body())
+
+
+def test_contacts_that_left_the_table_are_pinged_again(tmp_path: Path) -> None:
+    """After a partition each side has evicted the other; a node pings contacts that left
+    its table lately, so the two sides find each other again once the partition heals."""
+
+    async def body() -> None:
+        async with cluster(tmp_path, 5) as c:
+            assert await settle(lambda: all(len(n.table) >= 4 for n in c.nodes))
+            a, b = c.nodes[0], c.nodes[1]
+            a._apply(a.table.remove(b.name, now=a.now()))
+            assert not a.table.contains(b.name) and b.name in a._departed
+            await a._probe_departed()
+            assert a.table.contains(b.name) and a.counters["departed_back"] >= 1
+            assert b.name not in a._departed
+            # a contact gone for longer than the window is no longer pinged
+            a._apply(a.table.remove(b.name, now=a.now()))
+            contact, _ = a._departed[b.name]
+            a._departed[b.name] = (contact, a.now() - 10_000)
+            await a._probe_departed()
+            assert b.name not in a._departed
+
+    asyncio.run(body())
