@@ -4,7 +4,9 @@ farming rewards and store payments."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +28,20 @@ from node.identity import Identity, xor_name
 from node.messages import Kind, MessageError, decode
 from node.rpc.aio import RpcError
 from node.service import NodeService
+
+
+@contextlib.asynccontextmanager
+async def ready_client(c: Cluster, gateway: int = 0) -> AsyncIterator[Client]:
+    """A client on node ``gateway`` once every table is full and the mint has formed."""
+    assert await settle(lambda: all(len(n.table) >= len(c.nodes) - 1 for n in c.nodes))
+    assert await mint_ready(c)
+    client = Client()
+    await client.start()
+    try:
+        await client.connect(c.contact(gateway))
+        yield client
+    finally:
+        await client.close()
 
 
 def audit(c: Cluster) -> tuple[int, int, int]:
@@ -232,51 +248,43 @@ def test_displaced_holders_hand_the_group_the_debits_it_missed(tmp_path: Path) -
     moves forward to their state; a replica is still only started on the group's word."""
 
     async def body() -> None:
-        async with cluster(tmp_path, 10) as c:
-            assert await settle(lambda: all(len(n.table) >= 9 for n in c.nodes))
-            assert await mint_ready(c)
-            client = Client()
-            await client.start()
-            try:
-                await client.connect(c.contact(0))
-                alice, bob = Identity.generate(), Identity.generate()
-                key = alice.public_key
-                assert await client.create_wallet(alice) == 50
-                target = int.from_bytes(xor_name(key), "big")
-                ranked = sorted(c.nodes, key=lambda n: int.from_bytes(n.name, "big") ^ target)
-                group, outside = ranked[:4], ranked[4:6]
-                assert await settle(lambda: all(key in n.ledger.wallets for n in group))
-                old = next(n for n in group if n.ledger.wallets[key].next_seq == 0)
-                before = old.ledger.wallets[key].encode()
-                proof = await client.send(alice, bob.public_key, 10)
-                assert await settle(lambda: all(key in n.ledger.wallets for n in group))
-                holder = next(n for n in group if n.ledger.wallets[key].next_seq == 1)
-                after = holder.ledger.wallets[key].encode()
-                # the debit now lives only with two nodes outside the group; the group itself
-                # is back at the old state, as if its nodes had returned with old disks
-                for n in outside:
-                    n.ledger.save_wallet(WalletReplica.decode(after))
-                for n in group:
-                    n.ledger.save_wallet(WalletReplica.decode(before))
-                # an outside holder's word does not start a replica on a group member
-                bare = group[0]
-                kept = bare.ledger.wallets.pop(key)
-                for n in outside:
-                    await bare._m_wallet_push(n.name, after)
-                assert key not in bare.ledger.wallets
-                bare.ledger.save_wallet(kept)
+        async with cluster(tmp_path, 10) as c, ready_client(c) as client:
+            alice, bob = Identity.generate(), Identity.generate()
+            key = alice.public_key
+            assert await client.create_wallet(alice) == 50
+            target = int.from_bytes(xor_name(key), "big")
+            ranked = sorted(c.nodes, key=lambda n: int.from_bytes(n.name, "big") ^ target)
+            group, outside = ranked[:4], ranked[4:6]
+            assert await settle(lambda: all(key in n.ledger.wallets for n in group))
+            old = next(n for n in group if n.ledger.wallets[key].next_seq == 0)
+            before = old.ledger.wallets[key].encode()
+            proof = await client.send(alice, bob.public_key, 10)
+            assert await settle(lambda: all(key in n.ledger.wallets for n in group))
+            holder = next(n for n in group if n.ledger.wallets[key].next_seq == 1)
+            after = holder.ledger.wallets[key].encode()
+            # the debit now lives only with two nodes outside the group; the group itself
+            # is back at the old state, as if its nodes had returned with old disks
+            for n in outside:
+                n.ledger.save_wallet(WalletReplica.decode(after))
+            for n in group:
+                n.ledger.save_wallet(WalletReplica.decode(before))
+            # an outside holder's word does not start a replica on a group member
+            bare = group[0]
+            kept = bare.ledger.wallets.pop(key)
+            for n in outside:
+                await bare._m_wallet_push(n.name, after)
+            assert key not in bare.ledger.wallets
+            bare.ledger.save_wallet(kept)
 
-                def moved_on() -> bool:
-                    states = [n.ledger.wallets[key] for n in group]
-                    return all((r.next_seq, r.balance) == (1, 40) for r in states)
+            def moved_on() -> bool:
+                states = [n.ledger.wallets[key] for n in group]
+                return all((r.next_seq, r.balance) == (1, 40) for r in states)
 
-                assert await settle(moved_on, timeout=30), [
-                    (n.ledger.wallets[key].next_seq, n.ledger.wallets[key].balance) for n in group
-                ]
-                history = group[0].ledger.wallets[key].history
-                assert any(k == "debit" and i == proof.transfer.id for k, i, _, _ in history)
-            finally:
-                await client.close()
+            assert await settle(moved_on, timeout=30), [
+                (n.ledger.wallets[key].next_seq, n.ledger.wallets[key].balance) for n in group
+            ]
+            history = group[0].ledger.wallets[key].history
+            assert any(k == "debit" and i == proof.transfer.id for k, i, _, _ in history)
 
     asyncio.run(body())
 
@@ -378,58 +386,48 @@ def test_bad_ledger_requests_get_clear_errors(tmp_path: Path) -> None:
 
 def test_wallets_and_the_mint_survive_churn(tmp_path: Path) -> None:
     async def body() -> None:
-        async with cluster(tmp_path, 10) as c:
-            assert await settle(lambda: all(len(n.table) >= 9 for n in c.nodes))
-            assert await mint_ready(c)
-            client = Client()
-            await client.start()
-            try:
-                await client.connect(c.contact(0))
-                alice, bob = Identity.generate(), Identity.generate()
-                await client.create_wallet(alice)
-                await client.send(alice, bob.public_key, 15)
-                assert await settle(lambda: balanced(c), timeout=20), audit(c)
-                # crash two of alice's four holders and one of the mint's (not the gateway)
-                # (at most 2 of the mint's 5 members: it needs a majority to go on, and
-                # wallet holders are often mint members too in a 10-node cluster)
-                holders = [n for n in c.nodes if alice.public_key in n.ledger.wallets]
-                mints = [n.ledger.mint for n in c.nodes if n.ledger.mint is not None]
-                members = max(mints, key=lambda m: m.next_seq).members
+        async with cluster(tmp_path, 10) as c, ready_client(c) as client:
+            alice, bob = Identity.generate(), Identity.generate()
+            await client.create_wallet(alice)
+            await client.send(alice, bob.public_key, 15)
+            assert await settle(lambda: balanced(c), timeout=20), audit(c)
+            # crash two of alice's four holders and one of the mint's (not the gateway)
+            # (at most 2 of the mint's 5 members: it needs a majority to go on, and
+            # wallet holders are often mint members too in a 10-node cluster)
+            holders = [n for n in c.nodes if alice.public_key in n.ledger.wallets]
+            mints = [n.ledger.mint for n in c.nodes if n.ledger.mint is not None]
+            members = max(mints, key=lambda m: m.next_seq).members
 
-                def member(n: NodeService) -> bool:
-                    return n.identity.public_key in members
+            def member(n: NodeService) -> bool:
+                return n.identity.public_key in members
 
-                others = [n for n in holders if n is not c.nodes[0]]
-                two = sorted(others, key=member)[:2]
-                minter = next(
-                    (n for n in c.nodes if member(n) and n not in holders and n is not c.nodes[0]),
-                    None,
-                )
-                victims = [*two, *([minter] if minter and not any(map(member, two)) else [])]
-                for victim in victims:
-                    await c.crash(victim)
-                # new members take over by push-sync; transfers and the mint still work
-                assert await settle(lambda: balanced(c), timeout=40), (audit(c), mint_states(c))
-                # a newcomer takes a replica once two surviving holders agree on it (push rounds)
-                ideal = c.ideal(xor_name(alice.public_key))
-                assert await settle(
-                    lambda: (
-                        ideal <= {n.name for n in c.nodes if alice.public_key in n.ledger.wallets}
-                    ),
-                    timeout=40,
-                )
-                await client.send(alice, bob.public_key, 5)
-                carol = Identity.generate()
-                assert await client.create_wallet(carol) == 50
-                assert await settle(lambda: balanced(c), timeout=30), audit(c)
-                assert _balance(c, bob.public_key) == 20
-                # a restarted node keeps its ledger on disk
-                keeper = next(n for n in c.nodes[1:] if alice.public_key in n.ledger.wallets)
-                config = keeper.config
-                await c.stop(keeper)
-                again = await c.add(config)
-                assert again.ledger.wallets[alice.public_key].balance == 30
-            finally:
-                await client.close()
+            others = [n for n in holders if n is not c.nodes[0]]
+            two = sorted(others, key=member)[:2]
+            minter = next(
+                (n for n in c.nodes if member(n) and n not in holders and n is not c.nodes[0]),
+                None,
+            )
+            victims = [*two, *([minter] if minter and not any(map(member, two)) else [])]
+            for victim in victims:
+                await c.crash(victim)
+            # new members take over by push-sync; transfers and the mint still work
+            assert await settle(lambda: balanced(c), timeout=40), (audit(c), mint_states(c))
+            # a newcomer takes a replica once two surviving holders agree on it (push rounds)
+            ideal = c.ideal(xor_name(alice.public_key))
+            assert await settle(
+                lambda: ideal <= {n.name for n in c.nodes if alice.public_key in n.ledger.wallets},
+                timeout=40,
+            )
+            await client.send(alice, bob.public_key, 5)
+            carol = Identity.generate()
+            assert await client.create_wallet(carol) == 50
+            assert await settle(lambda: balanced(c), timeout=30), audit(c)
+            assert _balance(c, bob.public_key) == 20
+            # a restarted node keeps its ledger on disk
+            keeper = next(n for n in c.nodes[1:] if alice.public_key in n.ledger.wallets)
+            config = keeper.config
+            await c.stop(keeper)
+            again = await c.add(config)
+            assert again.ledger.wallets[alice.public_key].balance == 30
 
     asyncio.run(body())
