@@ -80,12 +80,22 @@ def test_eight_of_thirty_nodes_killed_at_once_lose_nothing(
         assert up.ok and net.converge(timeout=CONVERGE_WAIT).converged
         put = net.put(300, 1024)
         assert put.stored == 300
-        # precondition: every chunk on its 4 holders (a put is acknowledged at 3; on a loaded
-        # CI box the 4th copies once lagged, and 9 chunks whose 3 holders were all victims
-        # were lost: a fact about 3 copies, not the 4 this test is about)
+        # precondition: every chunk on its 4 holders (a put is acknowledged at 3)
         before = healed(net)
         assert before.clean, before.counts
-        victims = list(net.live())[1:30:4][:8]
+        # 8 victims at once, but never all 4 holders of one chunk: with random IDs, about 1 run
+        # in 16 has some close group made only of the every-4th nodes this test once took, and
+        # a chunk whose every copy is killed is gone by definition (3 of 4 is the test above)
+        groups = [set(v.holders) for v in before.verdicts]
+        names = {i: info.name for i, info in net.live().items()}
+        victims: list[int] = []
+        for index in [*list(names)[1::4], *list(names)]:
+            dead = {names[v] for v in [*victims, index]}
+            if index not in victims and not any(g <= dead for g in groups):
+                victims.append(index)
+            if len(victims) == 8:
+                break
+        assert len(victims) == 8
         for index in victims:
             assert net.kill(index).ok
         report = healed(net)
