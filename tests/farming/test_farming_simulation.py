@@ -132,8 +132,13 @@ class Net:
         bal = self.balance(wallet)
         if bal == 0:
             return
+        # a fresh memo: an identical pair could repeat an earlier race that locked this seq
+        # (signatures are deterministic), and its old votes would count again
+        race = self.rng.randbytes(8)
         a, b = (
-            sign_transfer(owner, self.other(owner), self.rng.randint(1, bal), seq, bytes([i]))
+            sign_transfer(
+                owner, self.other(owner), self.rng.randint(1, bal), seq, race + bytes([i])
+            )
             for i in range(2)
         )
         members = list(self.groups[wallet])
