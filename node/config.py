@@ -22,12 +22,12 @@ ADMIN_TOKEN_ENV = "TROON_ADMIN_TOKEN"
 CONTACTS_ENV = "TROON_CONTACTS"
 MIN_TOKEN_LEN = 16
 NODE_TRANSPORT = TransportConfig(idle_timeout=6.0, keepalive_interval=1.5)
-RESPONSIBILITY_MARGIN = 2
-"""A node holds data for names it is among the replication_factor x this nearest nodes to
-(the group as others see it can differ a little from its own view during churn)."""
 """A node's transport defaults: looser than the bare transport's (1.5 s / 0.5 s), because a
 testnet packs many nodes onto few cores and a busy event loop must not look like a death.
 A killed process is still seen at once through ICMP on the next keep-alive."""
+RESPONSIBILITY_MARGIN = 2
+"""A node holds data for names it is among the replication_factor x this nearest nodes to
+(the group as others see it can differ a little from its own view during churn)."""
 
 
 @dataclass(frozen=True)

@@ -328,13 +328,15 @@ def _failed(failures: list[str]) -> str:
 
 @dataclass
 class Recorder:
-    """Every operation, kept in memory and appended to ``ops.jsonl`` as it ends, so the
-    console can judge the run while it goes (:func:`live_status`)."""
+    """Every operation and fault, kept in memory and appended to ``ops.jsonl`` /
+    ``faults.jsonl`` as it ends, so the console can judge the run while it goes
+    (:func:`live_status`)."""
 
     started: float
+    folder: Path
     ops: list[checker.Op] = field(default_factory=list)
+    faults: list[dict[str, Any]] = field(default_factory=list)  # what was done when, and how
     files: dict[str, tuple[Any, bytes]] = field(default_factory=dict)  # key -> (map, sha256)
-    folder: Path | None = None
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -344,14 +346,13 @@ class Recorder:
         self.ops.append(op)
         self._append("ops.jsonl", op.to_dict())
 
-    def fault(self, fault_log: list[dict[str, Any]], entry: dict[str, Any]) -> None:
-        fault_log.append(entry)
+    def fault(self, entry: dict[str, Any]) -> None:
+        self.faults.append(entry)
         self._append("faults.jsonl", entry)
 
     def _append(self, name: str, entry: dict[str, Any]) -> None:
-        if self.folder is not None:
-            with (self.folder / name).open("a") as f:
-                f.write(json.dumps(entry) + "\n")
+        with (self.folder / name).open("a") as f:
+            f.write(json.dumps(entry) + "\n")
 
 
 class WorkloadRunner:
@@ -543,7 +544,6 @@ async def asoak(
     tmp.mkdir(exist_ok=True)
     injector = Injector(net)
     workload = WorkloadRunner(net, spec, rec, tmp)
-    fault_log: list[dict[str, Any]] = []
 
     chosen: list[bytes] = []  # holders of the chunk a holders_of_one_chunk fault targets
 
@@ -572,7 +572,7 @@ async def asoak(
             ok = True
         except Exception as exc:  # a failed fault is logged; the run goes on
             detail, ok = f"{type(exc).__name__}: {exc}", False
-        rec.fault(fault_log, {**action.to_dict(), "done_at": round(started, 2), "ok": ok,
+        rec.fault({**action.to_dict(), "done_at": round(started, 2), "ok": ok,
                           "late_s": round(max(0.0, started - action.at), 2),
                           "took_s": round(rec.now() - started, 2), "detail": detail})  # fmt: skip
 
@@ -590,7 +590,7 @@ async def asoak(
     try:
         await asyncio.gather(workload.run(), faults(), clock())
         fault_end = rec.now()
-        rec.fault(fault_log, {"at": round(fault_end, 2), "action": "revert-all",
+        rec.fault({"at": round(fault_end, 2), "action": "revert-all",
                           "detail": await injector.revert_all()})  # fmt: skip
         repair_seconds = await _wait_repaired(net, spec.repair_bound_s * 2)
         client = await workload.client()
@@ -603,7 +603,6 @@ async def asoak(
             ledger = await afarming(net, wait=60)
             balanced = ledger.balanced
             rec.fault(
-                fault_log,
                 {
                     "at": round(rec.now(), 2),
                     "action": "ledger-audit",
@@ -622,8 +621,8 @@ async def asoak(
         repair_seconds=repair_seconds,
         repair_bound_s=spec.repair_bound_s,
     )
-    _write(folder, rec, fault_log, report, spec)
-    return SoakResult(folder, report, rec.now(), sum(1 for f in fault_log if f.get("ok")))
+    _write(folder, rec, report, spec)
+    return SoakResult(folder, report, rec.now(), sum(1 for f in rec.faults if f.get("ok")))
 
 
 RUN_FILE = "run.json"
@@ -705,30 +704,20 @@ async def _wait_repaired(net: Testnet, limit: float) -> float | None:
     return None
 
 
-def _write(
-    folder: Path,
-    rec: Recorder,
-    fault_log: list[dict[str, Any]],
-    report: checker.CheckReport,
-    spec: SoakSpec,
-) -> None:
-    with (folder / "ops.jsonl").open("w") as f:
-        for op in rec.ops:
-            f.write(json.dumps(op.to_dict()) + "\n")
-    with (folder / "faults.jsonl").open("w") as f:
-        for entry in fault_log:
-            f.write(json.dumps(entry) + "\n")
+def _write(folder: Path, rec: Recorder, report: checker.CheckReport, spec: SoakSpec) -> None:
+    """The report and summary (``ops.jsonl`` and ``faults.jsonl`` the recorder wrote as it
+    went)."""
     summary = report.summary()
     counts = Counter(f"{op.kind}_{'ok' if op.ok else 'failed'}" for op in rec.ops)
-    late = sorted(float(f["late_s"]) for f in fault_log if "late_s" in f)
-    applied = Counter(str(f["action"]) for f in fault_log if f.get("ok"))
+    late = sorted(float(f["late_s"]) for f in rec.faults if "late_s" in f)
+    applied = Counter(str(f["action"]) for f in rec.faults if f.get("ok"))
     injection = {"applied": dict(applied), "late_max_s": late[-1] if late else 0.0,
                  "late_median_s": late[len(late) // 2] if late else 0.0}  # fmt: skip
-    body = {"summary": summary, "operations": counts, "faults": len(fault_log),
+    body = {"summary": summary, "operations": counts, "faults": len(rec.faults),
             "injection": injection,
             "nodes": spec.testnet.nodes, "minutes": spec.minutes, "seed": spec.seed}  # fmt: skip
     (folder / "report.json").write_text(json.dumps(body, indent=1) + "\n")
-    plot = _plot(folder / "timeline.png", rec, fault_log)
+    plot = _plot(folder / "timeline.png", rec)
     lines = [
         f"# Soak: {spec.testnet.name}, {spec.testnet.nodes} nodes, {spec.minutes:g} min, "
         f"seed {spec.seed}",
@@ -756,7 +745,7 @@ def _write(
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-def _plot(path: Path, rec: Recorder, fault_log: list[dict[str, Any]]) -> bool:
+def _plot(path: Path, rec: Recorder) -> bool:
     try:
         import matplotlib
 
@@ -772,7 +761,7 @@ def _plot(path: Path, rec: Recorder, fault_log: list[dict[str, Any]]) -> bool:
             ax.hist(ok, bins=60, alpha=0.5, color=colour, label=f"{kind} ok")
         if bad:
             ax.hist(bad, bins=60, alpha=0.9, color="tab:red", label=f"{kind} failed")
-    for entry in fault_log:
+    for entry in rec.faults:
         if entry.get("action") in ("crash", "wipe", "partition", "pause"):
             ax.axvline(float(entry.get("done_at", entry["at"])), color="grey", lw=0.4)
     ax.set_xlabel("seconds")

@@ -19,8 +19,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import msgpack
 
@@ -60,6 +61,24 @@ _STILL_OPEN = (
     "retry",
 )
 """Refusals after which an unconfirmed transfer may still commit (or has, with others)."""
+
+
+T = TypeVar("T")
+
+
+async def _read_until(
+    read: Callable[[], Awaitable[T]], fresh: Callable[[T], bool], tries: int
+) -> tuple[T, bool]:
+    """Read up to ``tries`` times (0.5 s apart) until ``fresh`` accepts the answer: a gateway
+    whose view is partial (just after a partition healed) may answer with an older state
+    than this client already saw.  The last answer, and whether it was fresh."""
+    for attempt in range(tries):
+        answer = await read()
+        if fresh(answer):
+            return answer, True
+        if attempt + 1 < tries:
+            await asyncio.sleep(0.5)
+    return answer, False
 
 
 class ClientError(Exception):
@@ -176,15 +195,16 @@ class Client:
         partition healed, it may reach only the side that missed the newest writes) is
         asked again, and then the read fails with that reason rather than going back."""
         floor = self._records_seen.get(address)
-        for attempt in range(tries):
-            record = await self._get_record_once(address)
-            if floor is None or (record is not None and record.precedence >= floor):
-                if record is not None:
-                    self._saw_record(record)
-                return record
-            if attempt + 1 < tries:
-                await asyncio.sleep(0.5)
-        assert floor is not None  # without one, the first answer was returned
+        record, fresh = await _read_until(
+            lambda: self._get_record_once(address),
+            lambda r: floor is None or (r is not None and r.precedence >= floor),
+            tries,
+        )
+        if fresh:
+            if record is not None:
+                self._saw_record(record)
+            return record
+        assert floor is not None  # without one, the first answer was fresh
         raise ClientError(
             f"the nodes reached through this gateway hold an older version of that record than"
             f" this client already saw (v{floor[0]}): its view of the network may be partial;"
@@ -340,12 +360,11 @@ class Client:
         view of it is a stale minority, reports an old seq: signing a transfer at it would
         offer a second, different transfer for a seq that is already spent."""
         floor = self._committed.get(wallet, -1)
-        for attempt in range(tries):
-            state = await self.wallet(wallet)
-            if state.next_seq > floor:
-                return state
-            if attempt + 1 < tries:
-                await asyncio.sleep(0.5)
+        state, fresh = await _read_until(
+            lambda: self.wallet(wallet), lambda s: s.next_seq > floor, tries
+        )
+        if fresh:
+            return state
         raise ClientError(
             f"the wallet's group reached through this gateway is behind: it reports seq"
             f" {state.next_seq}, but seq {floor} is already committed; it may be cut off from"

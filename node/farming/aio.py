@@ -96,8 +96,8 @@ would configure a key nobody else holds)."""
 FARMING_EPOCH = 60.0
 """Seconds per farming epoch (wall clock, so every node agrees on the current one)."""
 NEAR = 8
-COMMIT_TRIES = 3  # rounds of wallet.commit to the members that have not taken a debit yet
 """Nodes a verifier accepts as a group's signers: the 8 nearest the group's name."""
+COMMIT_TRIES = 3  # rounds of wallet.commit to the members that have not taken a debit yet
 LEDGER_SYNC_INTERVAL = 5.0
 """Seconds between pushes of held replicas to the other members of their groups."""
 OUTBOX_INTERVAL = 2.0
@@ -449,17 +449,15 @@ class LedgerPlane:
         # still creating it) starts here with the credits its peers have; otherwise the seq
         # must come from two agreeing members, like any replica's start.
         unspent = all(p.next_seq == 0 for p in peers)
-        if peers and not (unspent and len(peers) + missing >= min(2, len(group))):
+        answered = len(peers) + missing >= min(2, len(group))
+        if peers:
             try:
-                replica = WalletReplica.sync(states, agree=min(2, len(group)))
+                agree = 1 if unspent and answered else min(2, len(group))
+                replica = WalletReplica.agree_on(peers, agree=agree)
             except LedgerError as exc:
                 raise LedgerError(f"cannot take over this wallet yet: {exc}") from exc
-        elif len(peers) + missing >= min(2, len(group)):
+        elif answered:
             replica = self._fresh_wallet(wallet)
-            replica.merge_credits(peers)
-            seen = {p.voted[0] for p in peers if 0 in p.voted}  # a race at seq 0: see sync
-            if seen:
-                replica.voted = {0: seen.pop() if len(seen) == 1 else BLOCKED}
         else:
             raise LedgerError("cannot reach the wallet's group to take over its state yet")
         replica.quorum = self.farm_config.quorum
@@ -508,9 +506,10 @@ class LedgerPlane:
         if ours is not None:
             merged = WalletReplica.decode(ours.encode())
             merged.merge_credits(peers)
-        states = [p.encode() for p in peers] + ([ours.encode()] if ours is not None else [])
         try:
-            agreed: WalletReplica | None = WalletReplica.sync(states, agree=2)
+            agreed: WalletReplica | None = WalletReplica.agree_on(
+                [*peers, *([ours] if ours is not None else [])], agree=2
+            )
         except LedgerError:
             agreed = None
         if agreed is not None and (merged is None or agreed.next_seq > merged.next_seq):

@@ -467,7 +467,11 @@ class WalletReplica:
         from voting if they disagree: so a member that joins mid-race can never help a
         second transfer reach quorum.
         """
-        replicas = [cls.decode(s) for s in states]
+        return cls.agree_on([cls.decode(s) for s in states], agree=agree)
+
+    @classmethod
+    def agree_on(cls, replicas: Sequence[WalletReplica], *, agree: int = 2) -> WalletReplica:
+        """:meth:`sync` on replicas already decoded (they are not changed)."""
         if len({r.wallet for r in replicas}) > 1:
             raise LedgerError("sync states are for different wallets")
         by_seq: dict[int, list[WalletReplica]] = {}
